@@ -1,0 +1,19 @@
+"""ferropickle: a Rust-accelerated pickler that writes standard pickle protocol 5 streams."""
+
+from ferropickle._ferropickle import (
+    DEFAULT_PROTOCOL,
+    HIGHEST_PROTOCOL,
+    PicklingError,
+    UnpicklingError,
+    dumps,
+    loads,
+)
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "HIGHEST_PROTOCOL",
+    "PicklingError",
+    "UnpicklingError",
+    "dumps",
+    "loads",
+]
