@@ -1,1 +1,258 @@
-//! (in progress)
+//! Functions, classes and other globals: by reference or by value, decided once per object.
+//!
+//! `pickle` re-derives `module.qualname` for every global it writes and re-imports the module to
+//! check it (`save_global` in `_pickle.c`); cloudpickle also scans `sys.modules` for module-level
+//! objects. Here the decision is made the first time an object is seen and remembered, keyed by
+//! its address and guarded by a weak reference, so a dead object's address never matches.
+
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyWeakrefReference};
+use rustc_hash::FxHashMap;
+
+use crate::errors::pickling_error;
+use crate::types::Lookup;
+
+/// How a function, class or builtin is written.
+pub enum Kind {
+    /// `STACK_GLOBAL module qualname`: importable by name where it is loaded.
+    ByRef {
+        module: Py<PyString>,
+        qualname: Py<PyString>,
+    },
+    /// Pickled by value through cloudpickle (see `fallback.rs`): defined in `__main__`, in a
+    /// module registered with `cloudpickle.register_pickle_by_value`, or not importable.
+    ByValue,
+}
+
+impl Kind {
+    fn clone_ref(&self, py: Python<'_>) -> Kind {
+        match self {
+            Kind::ByRef { module, qualname } => Kind::ByRef {
+                module: module.clone_ref(py),
+                qualname: qualname.clone_ref(py),
+            },
+            Kind::ByValue => Kind::ByValue,
+        }
+    }
+}
+
+/// Keeps the cache from pinning objects: a weak reference where the type allows one (functions
+/// and classes do), otherwise a strong one (builtin functions, which live as long as their
+/// module anyway).
+enum Target {
+    Weak(Py<PyWeakrefReference>),
+    Strong { _keep_alive: Py<PyAny> },
+}
+
+struct Entry {
+    target: Target,
+    kind: Kind,
+}
+
+/// Entries beyond this are pruned (dead ones first); a process has far fewer live globals.
+const MAX_ENTRIES: usize = 16_384;
+
+#[derive(Default)]
+struct Cache {
+    entries: FxHashMap<usize, Entry>,
+    /// cloudpickle's by-value registry as of the last check: registering a module by value
+    /// changes the answer for every global of that module, so a change empties the cache.
+    registry: Option<Py<PyAny>>,
+}
+
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
+
+fn lock() -> MutexGuard<'static, Cache> {
+    // A panic while holding the lock can't leave the map inconsistent (every update is a single
+    // insert or remove), so a poisoned lock is still usable.
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Empties the cache when cloudpickle's by-value registry changed since the last call.
+/// Called once per `dumps` that writes a global.
+pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
+    let current = lookup.cloudpickle_registry.bind(py).call0()?;
+    let stale = {
+        let cache = lock();
+        match &cache.registry {
+            Some(seen) => Some(seen.clone_ref(py)),
+            None => None,
+        }
+    };
+    let unchanged = match stale {
+        Some(seen) => seen.bind(py).eq(&current)?,
+        None => false,
+    };
+    if !unchanged {
+        let old = {
+            let mut cache = lock();
+            cache.registry = Some(current.unbind());
+            std::mem::take(&mut cache.entries)
+        };
+        // Dropped outside the lock: releasing a last reference may run arbitrary code.
+        drop(old);
+    }
+    Ok(())
+}
+
+/// The remembered decision for `obj`, if it is still the object that was classified.
+#[inline]
+pub fn cached(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Kind> {
+    let cache = lock();
+    let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
+    let alive = match &entry.target {
+        Target::Weak(w) => w
+            .bind(py)
+            .upgrade()
+            .is_some_and(|o| o.as_ptr() == obj.as_ptr()),
+        Target::Strong { .. } => true,
+    };
+    alive.then(|| entry.kind.clone_ref(py))
+}
+
+/// Classifies `obj` (a function, class or builtin) and remembers the answer. `name` is the
+/// qualified name to use when `__reduce__` returned a string, as `pickle` allows.
+pub fn classify(
+    py: Python<'_>,
+    lookup: &Lookup,
+    obj: &Bound<'_, PyAny>,
+    name: Option<&Bound<'_, PyString>>,
+) -> PyResult<Kind> {
+    let kind = compute(py, lookup, obj, name)?;
+    let target = match PyWeakrefReference::new(obj) {
+        Ok(w) => Target::Weak(w.unbind()),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Target::Strong {
+            _keep_alive: obj.clone().unbind(),
+        },
+        Err(e) => return Err(e),
+    };
+    let evicted = {
+        let mut cache = lock();
+        let evicted = if cache.entries.len() >= MAX_ENTRIES {
+            Some(std::mem::take(&mut cache.entries))
+        } else {
+            None
+        };
+        cache.entries.insert(
+            obj.as_ptr() as usize,
+            Entry {
+                target,
+                kind: kind.clone_ref(py),
+            },
+        );
+        evicted
+    };
+    drop(evicted);
+    Ok(kind)
+}
+
+/// Whether `obj` is pickled by value or by reference, mirroring cloudpickle's
+/// `_should_pickle_by_reference` for functions and classes and `pickle`'s `save_global` checks
+/// for everything else.
+fn compute(
+    py: Python<'_>,
+    lookup: &Lookup,
+    obj: &Bound<'_, PyAny>,
+    name: Option<&Bound<'_, PyString>>,
+) -> PyResult<Kind> {
+    // SAFETY: `obj` is a valid object for the duration of the call.
+    let dynamic_ok = unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 }
+        || obj.is_instance_of::<pyo3::types::PyType>();
+    let qualname: Bound<'_, PyString> = match name {
+        Some(n) => n.clone(),
+        None => match obj.getattr(pyo3::intern!(py, "__qualname__")) {
+            Ok(q) => q.cast_into()?,
+            Err(_) => obj.getattr(pyo3::intern!(py, "__name__"))?.cast_into()?,
+        },
+    };
+    let module_attr = obj.getattr_opt(pyo3::intern!(py, "__module__"))?;
+    let module_name: Bound<'_, PyString> = match module_attr {
+        Some(m) if !m.is_none() => m.cast_into()?,
+        _ if dynamic_ok => return Ok(Kind::ByValue),
+        _ => lookup
+            .whichmodule
+            .bind(py)
+            .call1((obj, &qualname))?
+            .cast_into()?,
+    };
+    let modname = module_name.to_str()?;
+    if dynamic_ok && (modname == "__main__" || registered_by_value(py, lookup, modname)?) {
+        return Ok(Kind::ByValue);
+    }
+    let sys_modules = py.import("sys")?.getattr("modules")?;
+    let module = match sys_modules.get_item(&module_name) {
+        Ok(m) if !m.is_none() => m,
+        _ if dynamic_ok => return Ok(Kind::ByValue),
+        _ => match py.import(module_name.clone()) {
+            Ok(m) => m.into_any(),
+            Err(e) => {
+                let err = pickling_error(format!(
+                    "Can't pickle {}: import of module {:?} failed",
+                    obj.repr()?,
+                    modname
+                ));
+                err.set_cause(py, Some(e));
+                return Err(err);
+            }
+        },
+    };
+    let mut found = module;
+    for part in qualname.to_str()?.split('.') {
+        if part == "<locals>" {
+            if dynamic_ok {
+                return Ok(Kind::ByValue);
+            }
+            return Err(pickling_error(format!(
+                "Can't pickle local object {}",
+                obj.repr()?
+            )));
+        }
+        match found.getattr_opt(part)? {
+            Some(next) => found = next,
+            None if dynamic_ok => return Ok(Kind::ByValue),
+            None => {
+                return Err(pickling_error(format!(
+                    "Can't pickle {}: attribute lookup {} on {} failed",
+                    obj.repr()?,
+                    qualname,
+                    modname
+                )))
+            }
+        }
+    }
+    if !found.is(obj) {
+        if dynamic_ok {
+            return Ok(Kind::ByValue);
+        }
+        return Err(pickling_error(format!(
+            "Can't pickle {}: it's not the same object as {}.{}",
+            obj.repr()?,
+            modname,
+            qualname
+        )));
+    }
+    Ok(Kind::ByRef {
+        module: PyString::intern(py, modname).unbind(),
+        qualname: qualname.unbind(),
+    })
+}
+
+/// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages
+/// was registered with `cloudpickle.register_pickle_by_value`.
+fn registered_by_value(py: Python<'_>, lookup: &Lookup, modname: &str) -> PyResult<bool> {
+    let registry = lookup.cloudpickle_registry.bind(py).call0()?;
+    let mut name = modname;
+    loop {
+        if registry.contains(name)? {
+            return Ok(true);
+        }
+        match name.rsplit_once('.') {
+            Some((parent, _)) => name = parent,
+            None => return Ok(false),
+        }
+    }
+}

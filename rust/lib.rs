@@ -22,15 +22,14 @@ pub use errors::{PicklingError, UnpicklingError};
 
 /// Pickle `obj` to a standard pickle stream (see the `.pyi` stub for the full contract).
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, *, fix_imports=true, buffer_callback=None))]
+#[pyo3(signature = (obj, protocol=None, *, buffer_callback=None))]
 fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<i64>,
-    fix_imports: bool,
     buffer_callback: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    pickler::dumps(py, obj, protocol, fix_imports, buffer_callback)
+    pickler::dumps(py, obj, protocol, buffer_callback)
 }
 
 /// Rebuild the object a pickle stream describes (see the `.pyi` stub for the full contract).

@@ -1,1 +1,33 @@
-//! (in progress)
+//! The pickler's memo: which objects were already written, and at which memo index.
+//!
+//! Like `PyMemoTable` in `_pickle.c` it is keyed by object address and holds a strong reference
+//! to every entry, so an address can't be reused by a new object while the stream is written.
+
+use pyo3::prelude::*;
+use rustc_hash::FxHashMap;
+
+#[derive(Default)]
+pub struct Memo {
+    index: FxHashMap<usize, u32>,
+    keep_alive: Vec<Py<PyAny>>,
+}
+
+impl Memo {
+    /// The memo index of `obj`, if it was written before.
+    #[inline]
+    pub fn get(&self, obj: &Bound<'_, PyAny>) -> Option<u32> {
+        if self.index.is_empty() {
+            return None;
+        }
+        self.index.get(&(obj.as_ptr() as usize)).copied()
+    }
+
+    /// Records `obj` under the next index, which is what `MEMOIZE` assigns when read back.
+    #[inline]
+    pub fn put(&mut self, obj: &Bound<'_, PyAny>) -> u32 {
+        let idx = self.keep_alive.len() as u32;
+        self.index.insert(obj.as_ptr() as usize, idx);
+        self.keep_alive.push(obj.clone().unbind());
+        idx
+    }
+}

@@ -1,13 +1,623 @@
-//! (in progress)
+//! The walker: writes each object the fastest way its type allows.
+//!
+//! Hot types (str, int, float, None, bool, tuple, list, dict) are recognised by comparing type
+//! pointers, in order of frequency, and written without calling back into Python; everything else
+//! goes through `reduce.rs` (the `__reduce_ex__` protocol) or `fallback.rs` (by-value functions
+//! and classes, through cloudpickle).
+//!
+//! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
+//! reference count is 1 when we reach it is held only by the edge we came through. For atoms
+//! (str, bytes, bytearray) and immutable containers (tuple, frozenset) that means the memo entry
+//! could never be used: such "unique" objects skip the memo, which is most of the atoms and
+//! small tuples in real data. Mutable containers and reduced objects are always memoized before
+//! their contents, exactly as `pickle` does: every reference cycle passes through one of them,
+//! so that is what stops a walk around a cycle (a tuple in a cycle is reached twice, as in
+//! `pickle`, and its second copy is thrown away with `POP`).
+
+use pyo3::exceptions::{PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
+
+use crate::errors::PicklingError;
+use crate::globals::{self, Kind};
+use crate::memo::Memo;
+use crate::opcodes::*;
+use crate::types::Lookup;
+use crate::writer::{Writer, BATCHSIZE};
+use crate::{fallback, reduce};
+
+/// Nesting deeper than this raises `RecursionError` even if `sys.getrecursionlimit()` is higher:
+/// each level costs native stack, and a thread's stack may be small.
+const MAX_DEPTH_CAP: u32 = 5_000;
 
 pub fn dumps<'py>(
-    _py: Python<'py>,
-    _obj: &Bound<'py, PyAny>,
-    _protocol: Option<i64>,
-    _fix_imports: bool,
-    _buffer_callback: Option<Bound<'py, PyAny>>,
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: Option<i64>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    Err(pyo3::exceptions::PyNotImplementedError::new_err("dumps"))
+    let proto = match protocol {
+        None => HIGHEST_PROTOCOL,
+        Some(p) if p < 0 => HIGHEST_PROTOCOL,
+        Some(p) if p > HIGHEST_PROTOCOL as i64 => {
+            return Err(PyValueError::new_err(format!(
+                "pickle protocol must be <= {HIGHEST_PROTOCOL}"
+            )))
+        }
+        Some(p) => p as u8,
+    };
+    let buffer_callback = buffer_callback.filter(|cb| !cb.is_none());
+    if buffer_callback.is_some() && proto < 5 {
+        return Err(PyValueError::new_err("buffer_callback needs protocol >= 5"));
+    }
+    let lookup = Lookup::get(py)?;
+    if proto < 4 {
+        // Protocols 0-3 predate framing, STACK_GLOBAL and MEMOIZE; nobody sends them to Dask,
+        // so they are written by cloudpickle rather than by a second native writer.
+        return lookup
+            .cloudpickle_dumps
+            .bind(py)
+            .call1((obj, proto))?
+            .cast_into()
+            .map_err(Into::into);
+    }
+    let mut p = Pickler::new(py, lookup, proto, buffer_callback);
+    match p.save(obj, false) {
+        Ok(()) => Ok(PyBytes::new(py, &p.out.finish())),
+        Err(e) => Err(p.explain(obj, e)),
+    }
+}
+
+pub struct Pickler<'py> {
+    pub py: Python<'py>,
+    pub lookup: &'py Lookup,
+    pub out: Writer,
+    pub memo: Memo,
+    pub proto: u8,
+    pub buffer_callback: Option<Bound<'py, PyAny>>,
+    depth: u32,
+    max_depth: u32,
+    registry_checked: bool,
+    /// Where the failing object sits, innermost first; filled only while an error unwinds.
+    err_path: Vec<String>,
+    err_leaf: Option<String>,
+}
+
+impl<'py> Pickler<'py> {
+    fn new(
+        py: Python<'py>,
+        lookup: &'py Lookup,
+        proto: u8,
+        buffer_callback: Option<Bound<'py, PyAny>>,
+    ) -> Self {
+        // SAFETY: reads an interpreter setting; we hold the GIL.
+        let limit = unsafe { ffi::Py_GetRecursionLimit() };
+        Pickler {
+            py,
+            lookup,
+            out: Writer::new(proto),
+            memo: Memo::default(),
+            proto,
+            buffer_callback,
+            depth: 0,
+            max_depth: u32::try_from(limit).unwrap_or(0).min(MAX_DEPTH_CAP),
+            registry_checked: false,
+            err_path: Vec::new(),
+            err_leaf: None,
+        }
+    }
+
+    /// Writes `obj`. `unique` says the caller saw it with a reference count of one (see the
+    /// module docs): it is then neither looked up in nor added to the memo.
+    #[inline]
+    pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        let ptr = obj.as_ptr();
+        // SAFETY: `ptr` is a live object (we hold `obj`); the checks only read its type.
+        unsafe {
+            if ffi::PyUnicode_CheckExact(ptr) != 0 {
+                return self.save_str(obj, unique);
+            }
+            if ffi::PyLong_CheckExact(ptr) != 0 {
+                return self.save_int(obj);
+            }
+            if ptr == ffi::Py_None() {
+                self.out.op(NONE);
+                return Ok(());
+            }
+            if ffi::PyFloat_CheckExact(ptr) != 0 {
+                self.out.float(ffi::PyFloat_AS_DOUBLE(ptr));
+                return Ok(());
+            }
+            if ffi::PyBool_Check(ptr) != 0 {
+                self.out.op(if ptr == ffi::Py_True() { NEWTRUE } else { NEWFALSE });
+                return Ok(());
+            }
+        }
+        self.save_nested(obj, unique)
+    }
+
+    /// Everything that may recurse: counts depth and notes the failing object on error.
+    #[inline(never)]
+    fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        if self.depth >= self.max_depth {
+            return Err(PyRecursionError::new_err(
+                "maximum recursion depth exceeded while pickling an object",
+            ));
+        }
+        self.depth += 1;
+        let result = self.dispatch(obj, unique);
+        self.depth -= 1;
+        if result.is_err() && self.err_leaf.is_none() {
+            self.err_leaf = Some(describe(obj));
+        }
+        result
+    }
+
+    fn dispatch(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        if !unique {
+            if let Some(idx) = self.memo.get(obj) {
+                self.out.get(idx);
+                return Ok(());
+            }
+        }
+        let ptr = obj.as_ptr();
+        // SAFETY: type checks on a live object.
+        unsafe {
+            if ffi::PyTuple_CheckExact(ptr) != 0 {
+                return self.save_tuple(obj.cast_unchecked(), unique);
+            }
+            if ffi::PyList_CheckExact(ptr) != 0 {
+                return self.save_list(obj.cast_unchecked());
+            }
+            if ffi::PyDict_CheckExact(ptr) != 0 {
+                return self.save_dict(obj.cast_unchecked());
+            }
+            if ffi::PyBytes_CheckExact(ptr) != 0 {
+                return self.save_bytes(obj.cast_unchecked(), unique);
+            }
+            if ffi::PySet_CheckExact(ptr) != 0 {
+                return self.save_set(obj.cast_unchecked());
+            }
+            if ffi::PyFrozenSet_CheckExact(ptr) != 0 {
+                return self.save_frozenset(obj.cast_unchecked(), unique);
+            }
+            if ffi::PyByteArray_CheckExact(ptr) != 0 && self.proto >= 5 {
+                let data = std::slice::from_raw_parts(
+                    ffi::PyByteArray_AsString(ptr) as *const u8,
+                    ffi::PyByteArray_Size(ptr) as usize,
+                );
+                self.out.bytearray(data);
+                return self.memoize_unless(obj, unique);
+            }
+            if ffi::PyType_Check(ptr) != 0 {
+                return self.save_type(obj.cast_unchecked());
+            }
+            if ffi::PyFunction_Check(ptr) != 0 {
+                return self.save_global(obj, None);
+            }
+        }
+        reduce::save_reduced(self, obj, unique)
+    }
+
+    #[inline]
+    pub fn memoize_unless(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        if !unique {
+            self.memoize(obj);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub fn memoize(&mut self, obj: &Bound<'py, PyAny>) {
+        self.memo.put(obj);
+        self.out.op(MEMOIZE);
+    }
+
+    /// `save_unicode`: UTF-8 with `surrogatepass`, so lone surrogates survive as in `pickle`.
+    #[inline]
+    fn save_str(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        if !unique {
+            if let Some(idx) = self.memo.get(obj) {
+                self.out.get(idx);
+                return Ok(());
+            }
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        // SAFETY: `obj` is an exact str; the returned buffer lives as long as the string, and we
+        // copy it into the output before anything else runs.
+        let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size) };
+        if data.is_null() {
+            // Lone surrogates are not UTF-8; `pickle` encodes them with "surrogatepass".
+            let _ = PyErr::take(self.py);
+            let encoded = obj
+                .cast::<PyString>()?
+                .call_method1(pyo3::intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?;
+            self.out.str_utf8(encoded.cast::<PyBytes>()?.as_bytes());
+        } else {
+            // SAFETY: `data` points at `size` bytes owned by the live string.
+            let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
+            self.out.str_utf8(bytes);
+        }
+        self.memoize_unless(obj, unique)
+    }
+
+    #[inline]
+    fn save_int(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let mut overflow = 0;
+        // SAFETY: `obj` is an exact int.
+        let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
+        if overflow == 0 {
+            self.out.int(v);
+            return Ok(());
+        }
+        self.save_big_int(obj)
+    }
+
+    /// Ints beyond 64 bits: `pickle.encode_long`, via `int.to_bytes`.
+    #[cold]
+    fn save_big_int(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let py = self.py;
+        let bits: usize = obj.call_method0(pyo3::intern!(py, "bit_length"))?.extract()?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("signed", true)?;
+        let bytes = obj.call_method(
+            pyo3::intern!(py, "to_bytes"),
+            ((bits >> 3) + 1, "little"),
+            Some(&kwargs),
+        )?;
+        self.out.long_le(bytes.cast::<PyBytes>()?.as_bytes());
+        Ok(())
+    }
+
+    fn save_bytes(&mut self, obj: &Bound<'py, PyBytes>, unique: bool) -> PyResult<()> {
+        self.out.bytes(obj.as_bytes());
+        self.memoize_unless(obj.as_any(), unique)
+    }
+
+    /// `save_tuple`: `TUPLE1..3` or `MARK ... TUPLE`; a tuple reached again through its own items
+    /// is thrown away and fetched from the memo, as `pickle` does.
+    fn save_tuple(&mut self, t: &Bound<'py, PyTuple>, unique: bool) -> PyResult<()> {
+        let n = t.len();
+        if n == 0 {
+            self.out.op(EMPTY_TUPLE);
+            return Ok(());
+        }
+        if n > 3 {
+            self.out.op(MARK);
+        }
+        for i in 0..n {
+            // SAFETY: `i < len`; a tuple's items can't change while we hold the tuple.
+            let item = unsafe { t.get_borrowed_item_unchecked(i) };
+            let item_unique = item.get_refcnt() == 1;
+            if let Err(e) = self.save(&item, item_unique) {
+                return Err(self.at(e, || format!("tuple[{i}]")));
+            }
+        }
+        if !unique {
+            if let Some(idx) = self.memo.get(t.as_any()) {
+                if n > 3 {
+                    self.out.op(POP_MARK);
+                } else {
+                    self.out.ops(&[POP, POP, POP][..n]);
+                }
+                self.out.get(idx);
+                return Ok(());
+            }
+        }
+        self.out.op(match n {
+            1 => TUPLE1,
+            2 => TUPLE2,
+            3 => TUPLE3,
+            _ => TUPLE,
+        });
+        self.memoize_unless(t.as_any(), unique)
+    }
+
+    /// `save_list` + `batch_list_exact`: `EMPTY_LIST`, then `APPEND` or batched `APPENDS`.
+    fn save_list(&mut self, list: &Bound<'py, PyList>) -> PyResult<()> {
+        self.out.op(EMPTY_LIST);
+        self.memoize(list.as_any());
+        let py = self.py;
+        if list.len() == 1 {
+            let (item, item_unique) = list_item(py, list, 0);
+            self.save(&item, item_unique)
+                .map_err(|e| self.at(e, || "list[0]".to_owned()))?;
+            self.out.op(APPEND);
+            return Ok(());
+        }
+        let mut i = 0;
+        // The length is re-read on every step: saving an item may run code that changes it.
+        while i < list.len() {
+            self.out.op(MARK);
+            let end = i + BATCHSIZE;
+            while i < end && i < list.len() {
+                let (item, item_unique) = list_item(py, list, i);
+                if let Err(e) = self.save(&item, item_unique) {
+                    return Err(self.at(e, || format!("list[{i}]")));
+                }
+                i += 1;
+            }
+            self.out.op(APPENDS);
+            self.out.boundary();
+        }
+        Ok(())
+    }
+
+    /// `save_dict` + `batch_dict_exact`: `EMPTY_DICT`, then `SETITEM` or batched `SETITEMS`.
+    fn save_dict(&mut self, dict: &Bound<'py, PyDict>) -> PyResult<()> {
+        self.out.op(EMPTY_DICT);
+        self.memoize(dict.as_any());
+        let size = dict.len();
+        if size == 0 {
+            return Ok(());
+        }
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut in_batch = 0;
+        let batched = size > 1;
+        loop {
+            let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+            let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+            // SAFETY: `PyDict_Next` hands out borrowed references; we read their reference
+            // counts and then own a reference to each before anything can run Python code.
+            let (key, key_unique, value, value_unique) = unsafe {
+                if ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) == 0 {
+                    break;
+                }
+                (
+                    Bound::from_borrowed_ptr(self.py, k),
+                    ffi::Py_REFCNT(k) == 1,
+                    Bound::from_borrowed_ptr(self.py, v),
+                    ffi::Py_REFCNT(v) == 1,
+                )
+            };
+            if batched && in_batch == 0 {
+                self.out.op(MARK);
+            }
+            if let Err(e) = self.save(&key, key_unique) {
+                return Err(self.at(e, || "dict key".to_owned()));
+            }
+            if let Err(e) = self.save(&value, value_unique) {
+                return Err(self.at(e, || format!("dict[{}]", short_repr(&key))));
+            }
+            if dict.len() != size {
+                return Err(PyRuntimeError::new_err(
+                    "dictionary changed size during iteration",
+                ));
+            }
+            if !batched {
+                self.out.op(SETITEM);
+                return Ok(());
+            }
+            in_batch += 1;
+            if in_batch == BATCHSIZE {
+                self.out.op(SETITEMS);
+                self.out.boundary();
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            self.out.op(SETITEMS);
+        }
+        Ok(())
+    }
+
+    /// `save_set`: `EMPTY_SET`, then batched `ADDITEMS`.
+    fn save_set(&mut self, set: &Bound<'py, PySet>) -> PyResult<()> {
+        self.out.op(EMPTY_SET);
+        self.memoize(set.as_any());
+        let mut in_batch = 0;
+        for item in set.iter() {
+            if in_batch == 0 {
+                self.out.op(MARK);
+            }
+            // The iterator gave us our own reference: two in all means the set holds the other.
+            let item_unique = item.get_refcnt() == 2;
+            self.save(&item, item_unique)
+                .map_err(|e| self.at(e, || "set item".to_owned()))?;
+            in_batch += 1;
+            if in_batch == BATCHSIZE {
+                self.out.op(ADDITEMS);
+                self.out.boundary();
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            self.out.op(ADDITEMS);
+        }
+        Ok(())
+    }
+
+    /// `save_frozenset`: `MARK ... FROZENSET`, with the same recursion check as tuples.
+    fn save_frozenset(&mut self, set: &Bound<'py, PyFrozenSet>, unique: bool) -> PyResult<()> {
+        self.out.op(MARK);
+        for item in set.iter() {
+            let item_unique = item.get_refcnt() == 2;
+            self.save(&item, item_unique)
+                .map_err(|e| self.at(e, || "frozenset item".to_owned()))?;
+        }
+        if !unique {
+            if let Some(idx) = self.memo.get(set.as_any()) {
+                self.out.op(POP_MARK);
+                self.out.get(idx);
+                return Ok(());
+            }
+        }
+        self.out.op(FROZENSET);
+        self.memoize_unless(set.as_any(), unique)
+    }
+
+    /// Classes: the three singleton types as `type(None)` etc. (`save_singleton_type`), the rest
+    /// by reference or, for dynamic classes, by value.
+    fn save_type(&mut self, cls: &Bound<'py, PyType>) -> PyResult<()> {
+        let py = self.py;
+        for singleton in [py.None(), py.NotImplemented(), py.Ellipsis()] {
+            let singleton = singleton.into_bound(py);
+            if cls.is(singleton.get_type()) {
+                let builtins_type = self.lookup.builtins_type.bind(py).clone();
+                self.save(&builtins_type, false)?;
+                self.save(&singleton, false)?;
+                self.out.ops(&[TUPLE1, REDUCE]);
+                self.memoize(cls.as_any());
+                return Ok(());
+            }
+        }
+        self.save_global(cls.as_any(), None)
+    }
+
+    /// Functions, classes and builtins: `STACK_GLOBAL` (or `EXT*`) when importable by name,
+    /// otherwise by value. `name` is a qualified name a `__reduce__` returned as a string.
+    pub fn save_global(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<()> {
+        let kind = self.global_kind(obj, name)?;
+        self.write_global(obj, kind)
+    }
+
+    /// The remembered by-reference/by-value decision for `obj`, or a fresh one.
+    pub fn global_kind(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Kind> {
+        if !self.registry_checked {
+            globals::check_registry(self.py, self.lookup)?;
+            self.registry_checked = true;
+        }
+        match globals::cached(self.py, obj) {
+            Some(kind) => Ok(kind),
+            None => globals::classify(self.py, self.lookup, obj, name),
+        }
+    }
+
+    pub fn write_global(&mut self, obj: &Bound<'py, PyAny>, kind: Kind) -> PyResult<()> {
+        match kind {
+            Kind::ByRef { module, qualname } => {
+                let module = module.into_bound(self.py);
+                let qualname = qualname.into_bound(self.py);
+                if let Some(code) = self.extension_code(&module, &qualname)? {
+                    // `save_global` writes extension codes without memoizing them.
+                    self.out.ext(code);
+                    return Ok(());
+                }
+                self.write_stack_global(obj, &module, &qualname)
+            }
+            Kind::ByValue => fallback::save_by_value(self, obj),
+        }
+    }
+
+    /// `module qualname STACK_GLOBAL MEMOIZE`.
+    pub fn write_stack_global(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        module: &Bound<'py, PyString>,
+        qualname: &Bound<'py, PyString>,
+    ) -> PyResult<()> {
+        self.save(module.as_any(), false)?;
+        self.save(qualname.as_any(), false)?;
+        self.out.op(STACK_GLOBAL);
+        self.memoize(obj);
+        Ok(())
+    }
+
+    /// The `copyreg.add_extension` code for a global, if one is registered (almost never).
+    fn extension_code(
+        &self,
+        module: &Bound<'py, PyString>,
+        qualname: &Bound<'py, PyString>,
+    ) -> PyResult<Option<u32>> {
+        let registry = self.lookup.extension_registry.bind(self.py);
+        if registry.is_empty() {
+            return Ok(None);
+        }
+        match registry.get_item((module, qualname))? {
+            Some(code) => Ok(Some(code.extract()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records where an error happened on its way out (`seg` names the failing child's place
+    /// in its container); built only on the error path.
+    #[cold]
+    #[inline(never)]
+    pub fn at(&mut self, e: PyErr, seg: impl FnOnce() -> String) -> PyErr {
+        self.err_path.push(seg());
+        e
+    }
+
+    /// Turns an error that escaped the walk into a `PicklingError` naming the unpicklable
+    /// object's type and its place, e.g.
+    /// `Can't pickle socket at dict['conn'] -> socket: TypeError: cannot pickle 'socket' object`.
+    /// The original error stays attached as `__cause__`; `RecursionError`, `MemoryError` and
+    /// non-`Exception` errors (KeyboardInterrupt) pass through unchanged.
+    #[cold]
+    #[inline(never)]
+    fn explain(&mut self, root: &Bound<'py, PyAny>, e: PyErr) -> PyErr {
+        let py = self.py;
+        if !e.is_instance_of::<PyException>(py)
+            || e.is_instance_of::<PyRecursionError>(py)
+            || e.is_instance_of::<PyMemoryError>(py)
+        {
+            return e;
+        }
+        let leaf = self.err_leaf.take().unwrap_or_else(|| describe(root));
+        let mut place = String::new();
+        if !self.err_path.is_empty() {
+            let mut segs: Vec<&str> = self.err_path.iter().rev().map(String::as_str).collect();
+            segs.push(&leaf);
+            place = format!(" at {}", segs.join(" -> "));
+        }
+        let cause = match e.get_type(py).name() {
+            Ok(name) => format!("{name}: {}", e.value(py)),
+            Err(_) => e.value(py).to_string(),
+        };
+        let err = PicklingError::new_err(format!("Can't pickle {leaf}{place}: {cause}"));
+        err.set_cause(py, Some(e));
+        err
+    }
+}
+
+/// An item of a list with a reference of our own (saving it may run code that mutates the list)
+/// and whether the list held the only other reference.
+#[inline]
+fn list_item<'py>(py: Python<'py>, list: &Bound<'py, PyList>, i: usize) -> (Bound<'py, PyAny>, bool) {
+    // SAFETY: callers check `i < len` right before; the item is borrowed from the list and we
+    // take our own reference before returning.
+    unsafe {
+        let ptr = ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t);
+        (Bound::from_borrowed_ptr(py, ptr), ffi::Py_REFCNT(ptr) == 1)
+    }
+}
+
+/// How an object is named in error messages: `socket`, `function process`, `class Foo`.
+#[cold]
+pub fn describe(obj: &Bound<'_, PyAny>) -> String {
+    let qualname = |o: &Bound<'_, PyAny>| -> String {
+        o.getattr(pyo3::intern!(o.py(), "__qualname__"))
+            .map(|q| q.to_string())
+            .unwrap_or_else(|_| "?".to_owned())
+    };
+    if obj.is_instance_of::<PyType>() {
+        format!("class {}", qualname(obj))
+    } else if unsafe { ffi::PyFunction_Check(obj.as_ptr()) } != 0 {
+        format!("function {}", qualname(obj))
+    } else {
+        qualname(obj.get_type().as_any())
+    }
+}
+
+/// A dict key as shown in error paths, cut short so one huge key can't flood the message.
+#[cold]
+pub fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+    let r = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("<{}>", describe(obj)));
+    if r.chars().count() > 60 {
+        format!("{}...", r.chars().take(57).collect::<String>())
+    } else {
+        r
+    }
 }

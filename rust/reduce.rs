@@ -1,1 +1,446 @@
-//! (in progress)
+//! Objects pickled through the `__reduce_ex__` protocol, as `save()` and `save_reduce()` in
+//! `_pickle.c` do it: reducers from cloudpickle's and copyreg's dispatch tables, `PickleBuffer`,
+//! builtins, then `__reduce_ex__(protocol)` / `__reduce__()`; the result is written with
+//! `REDUCE`, `NEWOBJ` or `NEWOBJ_EX`, list and dict items, and `BUILD` or a state setter.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use crate::errors::pickling_error;
+use crate::globals;
+use crate::opcodes::*;
+use crate::pickler::{describe, short_repr, Pickler};
+use crate::writer::BATCHSIZE;
+
+pub fn save_reduced<'py>(
+    p: &mut Pickler<'py>,
+    obj: &Bound<'py, PyAny>,
+    unique: bool,
+) -> PyResult<()> {
+    let py = p.py;
+    let ty = obj.get_type();
+    if ty.is(p.lookup.pickle_buffer_type.bind(py)) {
+        return save_picklebuffer(p, obj, unique);
+    }
+    let reduced = match reducer_for(p, &ty)? {
+        Some(reducer) => reducer.call1((obj,))?,
+        None => {
+            // SAFETY: type check on a live object.
+            if unsafe { ffi::PyCFunction_Check(obj.as_ptr()) } != 0 {
+                if let Some(kind) = globals::cached(py, obj) {
+                    return p.write_global(obj, kind);
+                }
+            }
+            if obj.is_instance_of::<PyType>() {
+                // A class whose metaclass is not `type` (`save()` in `_pickle.c` writes these
+                // with `save_global` when no dispatch-table entry claims them).
+                return p.save_global(obj, None);
+            }
+            match obj.getattr_opt(pyo3::intern!(py, "__reduce_ex__"))? {
+                Some(reduce_ex) => reduce_ex.call1((p.proto,))?,
+                None => obj.call_method0(pyo3::intern!(py, "__reduce__"))?,
+            }
+        }
+    };
+    if let Ok(name) = reduced.cast::<PyString>() {
+        return p.save_global(obj, Some(name));
+    }
+    match reduced.cast::<PyTuple>() {
+        Ok(rv) => save_reduce(p, obj, rv),
+        Err(_) => Err(pickling_error("__reduce__ must return a string or tuple")),
+    }
+}
+
+/// cloudpickle's reducer for this exact type if it has one, else copyreg's
+/// (`cloudpickle.Pickler.dispatch_table` is a `ChainMap` in that order).
+fn reducer_for<'py>(
+    p: &Pickler<'py>,
+    ty: &Bound<'py, PyType>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = p.py;
+    if let Some(r) = p.lookup.cloudpickle_dispatch.bind(py).get_item(ty)? {
+        return Ok(Some(r));
+    }
+    p.lookup.copyreg_dispatch.bind(py).get_item(ty)
+}
+
+enum Constructor {
+    Reduce,
+    NewObj,
+    NewObjEx,
+}
+
+/// `save_reduce` in `_pickle.c`, with its checks and messages.
+fn save_reduce<'py>(
+    p: &mut Pickler<'py>,
+    obj: &Bound<'py, PyAny>,
+    rv: &Bound<'py, PyTuple>,
+) -> PyResult<()> {
+    let py = p.py;
+    let n = rv.len();
+    if !(2..=6).contains(&n) {
+        return Err(pickling_error(
+            "tuple returned by __reduce__ must contain 2 through 6 elements",
+        ));
+    }
+    let item = |i: usize| -> Option<Bound<'py, PyAny>> {
+        rv.get_item(i).ok().filter(|o| !o.is_none())
+    };
+    let callable = rv.get_item(0)?;
+    let args = rv.get_item(1)?;
+    let state = item(2);
+    let listitems = item(3);
+    let dictitems = item(4);
+    let state_setter = item(5);
+
+    let Ok(args) = args.cast::<PyTuple>() else {
+        return Err(pickling_error(
+            "second item of the tuple returned by __reduce__ must be a tuple",
+        ));
+    };
+    if !callable.is_callable() {
+        return Err(pickling_error(
+            "first item of the tuple returned by __reduce__ must be callable",
+        ));
+    }
+    for (items, which) in [(&listitems, "fourth"), (&dictitems, "fifth")] {
+        if let Some(it) = items {
+            // SAFETY: type check on a live object.
+            if unsafe { ffi::PyIter_Check(it.as_ptr()) } == 0 {
+                return Err(pickling_error(format!(
+                    "{which} element of the tuple returned by __reduce__ must be an iterator, \
+                     not {}",
+                    it.get_type().name()?
+                )));
+            }
+        }
+    }
+    if let Some(setter) = &state_setter {
+        if !setter.is_callable() {
+            return Err(pickling_error(format!(
+                "sixth element of the tuple returned by __reduce__ must be a function, not {}",
+                setter.get_type().name()?
+            )));
+        }
+    }
+
+    let owner = || describe(obj);
+    match constructor(p, &callable)? {
+        Constructor::NewObjEx => {
+            if args.len() != 3 {
+                return Err(pickling_error(format!(
+                    "length of the NEWOBJ_EX argument tuple must be exactly 3, not {}",
+                    args.len()
+                )));
+            }
+            let cls = args.get_item(0)?;
+            let cargs = args.get_item(1)?;
+            let kwargs = args.get_item(2)?;
+            if !cls.is_instance_of::<PyType>() {
+                return Err(pickling_error(format!(
+                    "first item from NEWOBJ_EX argument tuple must be a class, not {}",
+                    cls.get_type().name()?
+                )));
+            }
+            if !cargs.is_instance_of::<PyTuple>() {
+                return Err(pickling_error(format!(
+                    "second item from NEWOBJ_EX argument tuple must be a tuple, not {}",
+                    cargs.get_type().name()?
+                )));
+            }
+            if !kwargs.is_instance_of::<PyDict>() {
+                return Err(pickling_error(format!(
+                    "third item from NEWOBJ_EX argument tuple must be a dict, not {}",
+                    kwargs.get_type().name()?
+                )));
+            }
+            p.save(&cls, false)
+                .map_err(|e| p.at(e, || format!("{}.__class__", owner())))?;
+            p.save(&cargs, false)
+                .map_err(|e| p.at(e, || format!("{}.args", owner())))?;
+            p.save(&kwargs, false)
+                .map_err(|e| p.at(e, || format!("{}.kwargs", owner())))?;
+            p.out.op(NEWOBJ_EX);
+        }
+        Constructor::NewObj => {
+            if args.is_empty() {
+                return Err(pickling_error("__newobj__ arglist is empty"));
+            }
+            let cls = args.get_item(0)?;
+            if !cls.is_instance_of::<PyType>() {
+                return Err(pickling_error("args[0] from __newobj__ args is not a type"));
+            }
+            let obj_class = obj.getattr(pyo3::intern!(py, "__class__"))?;
+            if !obj_class.is(&cls) {
+                return Err(pickling_error(
+                    "args[0] from __newobj__ args has the wrong class",
+                ));
+            }
+            p.save(&cls, false)
+                .map_err(|e| p.at(e, || format!("{}.__class__", owner())))?;
+            save_args(p, args, 1, obj)?;
+            p.out.op(NEWOBJ);
+        }
+        Constructor::Reduce => {
+            p.save(&callable, false)
+                .map_err(|e| p.at(e, || format!("{} reducer", owner())))?;
+            save_args(p, args, 0, obj)?;
+            p.out.op(REDUCE);
+        }
+    }
+
+    // An object met again while its own arguments were written is recursive: throw away what we
+    // built and fetch the memoized one, as `save_reduce` does.
+    if let Some(idx) = p.memo.get(obj) {
+        p.out.op(POP);
+        p.out.get(idx);
+        return Ok(());
+    }
+    // Always memoized before its state: a reference cycle through the state comes back here.
+    p.memoize(obj);
+    if let Some(items) = listitems {
+        batch_list(p, &items, obj)?;
+    }
+    if let Some(items) = dictitems {
+        batch_dict(p, &items, obj)?;
+    }
+    if let Some(state) = state {
+        // SAFETY: reading the reference count of a live object.
+        let state_unique = unsafe { ffi::Py_REFCNT(state.as_ptr()) } == 2;
+        match state_setter {
+            None => {
+                p.save(&state, state_unique)
+                    .map_err(|e| p.at(e, || format!("{}.state", owner())))?;
+                p.out.op(BUILD);
+            }
+            Some(setter) => {
+                // `setter(obj, state)` through REDUCE, then POP: the object was memoized above,
+                // so it is written as a memo fetch.
+                p.save(&setter, false)
+                    .map_err(|e| p.at(e, || format!("{} state setter", owner())))?;
+                p.save(obj, false)?;
+                p.save(&state, state_unique)
+                    .map_err(|e| p.at(e, || format!("{}.state", owner())))?;
+                p.out.ops(&[TUPLE2, REDUCE, POP]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is the callable `copyreg.__newobj__`/`__newobj_ex__` (or another callable of that name, which
+/// `pickle` also treats as one)?
+fn constructor<'py>(p: &Pickler<'py>, callable: &Bound<'py, PyAny>) -> PyResult<Constructor> {
+    let py = p.py;
+    if callable.is(p.lookup.copyreg_newobj.bind(py)) {
+        return Ok(Constructor::NewObj);
+    }
+    if callable.is(p.lookup.copyreg_newobj_ex.bind(py)) {
+        return Ok(Constructor::NewObjEx);
+    }
+    let Some(name) = callable.getattr_opt(pyo3::intern!(py, "__name__"))? else {
+        return Ok(Constructor::Reduce);
+    };
+    let Ok(name) = name.cast::<PyString>() else {
+        return Ok(Constructor::Reduce);
+    };
+    Ok(match name.to_str()? {
+        "__newobj__" => Constructor::NewObj,
+        "__newobj_ex__" => Constructor::NewObjEx,
+        _ => Constructor::Reduce,
+    })
+}
+
+/// The reducer's argument tuple from item `skip` on, written as a fresh tuple (it is never
+/// shared, so it needs no memo entry), with each item's place known for error messages.
+fn save_args<'py>(
+    p: &mut Pickler<'py>,
+    args: &Bound<'py, PyTuple>,
+    skip: usize,
+    owner: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let n = args.len().saturating_sub(skip);
+    match n {
+        0 => {
+            p.out.op(EMPTY_TUPLE);
+            return Ok(());
+        }
+        4.. => p.out.op(MARK),
+        _ => {}
+    }
+    for i in skip..args.len() {
+        // SAFETY: `i < len`; the tuple is immutable and we hold it.
+        let item = unsafe { args.get_borrowed_item_unchecked(i) };
+        let item_unique = item.get_refcnt() == 1;
+        if let Err(e) = p.save(&item, item_unique) {
+            return Err(p.at(e, || format!("{}.args[{}]", describe(owner), i - skip)));
+        }
+    }
+    p.out.op(match n {
+        1 => TUPLE1,
+        2 => TUPLE2,
+        3 => TUPLE3,
+        _ => TUPLE,
+    });
+    Ok(())
+}
+
+/// `batch_list`: a reducer's list items, as `APPEND` or batches of `APPENDS`.
+fn batch_list<'py>(
+    p: &mut Pickler<'py>,
+    items: &Bound<'py, PyAny>,
+    owner: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let mut batch: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut index = 0;
+    let mut iter = items.try_iter()?;
+    loop {
+        let next = iter.next().transpose()?;
+        let done = next.is_none();
+        if let Some(item) = next {
+            batch.push(item);
+        }
+        if batch.len() == BATCHSIZE || (done && !batch.is_empty()) {
+            let single = batch.len() == 1 && done && index == 0;
+            if !single {
+                p.out.op(MARK);
+            }
+            for item in batch.drain(..) {
+                p.save(&item, false)
+                    .map_err(|e| p.at(e, || format!("{}[{index}]", describe(owner))))?;
+                index += 1;
+            }
+            p.out.op(if single { APPEND } else { APPENDS });
+            p.out.boundary();
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// `batch_dict`: a reducer's `(key, value)` items, as `SETITEM` or batches of `SETITEMS`.
+fn batch_dict<'py>(
+    p: &mut Pickler<'py>,
+    items: &Bound<'py, PyAny>,
+    owner: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let mut batch: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
+    let mut first_batch = true;
+    let mut iter = items.try_iter()?;
+    loop {
+        let next = iter.next().transpose()?;
+        let done = next.is_none();
+        if let Some(pair) = next {
+            let pair = match pair.cast_into::<PyTuple>() {
+                Ok(t) if t.len() == 2 => t,
+                _ => {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(
+                        "dict items iterator must return 2-tuples",
+                    ))
+                }
+            };
+            batch.push((pair.get_item(0)?, pair.get_item(1)?));
+        }
+        if batch.len() == BATCHSIZE || (done && !batch.is_empty()) {
+            let single = batch.len() == 1 && done && first_batch;
+            if !single {
+                p.out.op(MARK);
+            }
+            for (k, v) in batch.drain(..) {
+                p.save(&k, false)
+                    .map_err(|e| p.at(e, || format!("{} key", describe(owner))))?;
+                p.save(&v, false)
+                    .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(&k))))?;
+            }
+            p.out.op(if single { SETITEM } else { SETITEMS });
+            p.out.boundary();
+            first_batch = false;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// `save_picklebuffer`: a PEP 574 buffer goes out of band when the buffer callback returns a
+/// false value, otherwise in band as bytes (read-only) or a bytearray (writable).
+fn save_picklebuffer<'py>(
+    p: &mut Pickler<'py>,
+    obj: &Bound<'py, PyAny>,
+    unique: bool,
+) -> PyResult<()> {
+    if p.proto < 5 {
+        return Err(pickling_error(
+            "PickleBuffer can only pickled with protocol >= 5",
+        ));
+    }
+    let view = BufferView::new(obj)?;
+    if !view.is_contiguous() {
+        return Err(pickling_error(
+            "PickleBuffer can not be pickled when pointing to a non-contiguous buffer",
+        ));
+    }
+    let in_band = match &p.buffer_callback {
+        Some(cb) => cb.call1((obj,))?.is_truthy()?,
+        None => true,
+    };
+    if in_band {
+        if view.readonly() {
+            p.out.bytes(view.as_bytes());
+        } else {
+            p.out.bytearray(view.as_bytes());
+        }
+        p.memoize_unless(obj, unique)
+    } else {
+        p.out.op(NEXT_BUFFER);
+        if view.readonly() {
+            p.out.op(READONLY_BUFFER);
+        }
+        Ok(())
+    }
+}
+
+/// A `Py_buffer` released on drop.
+struct BufferView {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl BufferView {
+    fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // SAFETY: `Py_buffer` is a plain C struct for which all-zeroes is a valid "empty" value.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: `obj` is live; on success the view must be released, which `Drop` does.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_FULL_RO) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(BufferView { view })
+    }
+
+    fn is_contiguous(&self) -> bool {
+        // SAFETY: `view` was filled by `PyObject_GetBuffer`.
+        unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::ffi::c_char) != 0 }
+    }
+
+    fn readonly(&self) -> bool {
+        self.view.readonly != 0
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.view.len == 0 {
+            return &[];
+        }
+        // SAFETY: a contiguous buffer exposes `len` bytes at `buf` until it is released, which
+        // happens only when `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+}
+
+impl Drop for BufferView {
+    fn drop(&mut self) {
+        // SAFETY: the view was obtained by a successful `PyObject_GetBuffer`; the GIL is held
+        // wherever a `BufferView` lives (it never leaves the pickler).
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
+    }
+}
