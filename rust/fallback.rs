@@ -21,6 +21,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::cache;
 use crate::opcodes::{REDUCE, TUPLE1};
 use crate::pickler::Pickler;
 
@@ -33,10 +34,20 @@ pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyRe
     Ok(())
 }
 
-/// cloudpickle's pickle of `obj` alone, in-band (a nested `pickle.loads` gets no buffers).
+/// cloudpickle's pickle of `obj` alone, in-band (a nested `pickle.loads` gets no buffers):
+/// from the fragment cache when this very object was pickled before.
 fn fragment<'py>(p: &Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let bytes = p.lookup.cloudpickle_dumps.bind(p.py).call1((obj, p.proto))?;
-    Ok(bytes.cast_into()?)
+    if let Some(cached) = cache::get(obj, p.proto) {
+        return Ok(cached);
+    }
+    let bytes = p
+        .lookup
+        .cloudpickle_dumps
+        .bind(p.py)
+        .call1((obj, p.proto))?
+        .cast_into::<PyBytes>()?;
+    cache::put(obj, p.proto, &bytes)?;
+    Ok(bytes)
 }
 
 fn write_loads_call<'py>(p: &mut Pickler<'py>, fragment: &Bound<'py, PyBytes>) -> PyResult<()> {

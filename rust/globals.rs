@@ -10,7 +10,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyWeakrefReference};
+use pyo3::types::{PyFrozenSet, PyString, PyWeakrefReference};
 use rustc_hash::FxHashMap;
 
 use crate::errors::pickling_error;
@@ -75,7 +75,7 @@ fn lock() -> MutexGuard<'static, Cache> {
 /// Empties the cache when cloudpickle's by-value registry changed since the last call.
 /// Called once per `dumps` that writes a global.
 pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
-    let current = lookup.cloudpickle_registry.bind(py).call0()?;
+    let current = lookup.by_value_registry(py)?;
     let stale = {
         let cache = lock();
         match &cache.registry {
@@ -88,15 +88,22 @@ pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
         None => false,
     };
     if !unchanged {
+        let snapshot = PyFrozenSet::new(py, current.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
         let old = {
             let mut cache = lock();
-            cache.registry = Some(current.unbind());
+            cache.registry = Some(snapshot.into_any().unbind());
             std::mem::take(&mut cache.entries)
         };
         // Dropped outside the lock: releasing a last reference may run arbitrary code.
         drop(old);
     }
     Ok(())
+}
+
+/// Forgets every decision (`ferropickle.cache_clear()`).
+pub fn clear() {
+    let old = std::mem::take(&mut lock().entries);
+    drop(old);
 }
 
 /// The remembered decision for `obj`, if it is still the object that was classified.
@@ -244,7 +251,7 @@ fn compute(
 /// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages
 /// was registered with `cloudpickle.register_pickle_by_value`.
 fn registered_by_value(py: Python<'_>, lookup: &Lookup, modname: &str) -> PyResult<bool> {
-    let registry = lookup.cloudpickle_registry.bind(py).call0()?;
+    let registry = lookup.by_value_registry(py)?;
     let mut name = modname;
     loop {
         if registry.contains(name)? {

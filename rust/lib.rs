@@ -5,16 +5,21 @@
 //! `python/ferropickle/_ferropickle.pyi` for the documented API.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
+mod cache;
 mod errors;
 mod fallback;
 mod globals;
 mod memo;
 mod opcodes;
+mod partial;
+mod paths;
 mod pickler;
 mod reader;
 mod reduce;
+mod slots;
+mod tasks;
 mod types;
 mod writer;
 
@@ -46,11 +51,41 @@ fn loads<'py>(
     reader::loads(py, data, fix_imports, encoding, errors, buffers)
 }
 
+/// Statistics and settings of the caches (see the `.pyi` stub).
+#[pyfunction]
+fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let out = PyDict::new(py);
+    cache::info(py, &out)?;
+    Ok(out)
+}
+
+/// Empties the by-value fragment cache and the by-reference/by-value decisions.
+#[pyfunction]
+fn cache_clear() {
+    cache::clear();
+    globals::clear();
+}
+
+/// Changes cache settings; `None` leaves a setting as it is.
+#[pyfunction]
+#[pyo3(signature = (*, cache=None, cache_max_bytes=None))]
+fn configure(
+    py: Python<'_>,
+    cache: Option<bool>,
+    cache_max_bytes: Option<usize>,
+) -> PyResult<Bound<'_, PyDict>> {
+    cache::configure(cache, cache_max_bytes);
+    cache_info(py)
+}
+
 #[pymodule(gil_used = true)]
 fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_info, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_clear, m)?)?;
+    m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add("PicklingError", py.get_type::<PicklingError>())?;
     m.add("UnpicklingError", py.get_type::<UnpicklingError>())?;
     m.add("HIGHEST_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;

@@ -13,6 +13,17 @@ pub struct Memo {
 }
 
 impl Memo {
+    /// Forgets every entry but keeps the allocations, for reuse by the next `dumps`.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.keep_alive.clear();
+    }
+
+    /// Whether the tables grew past what is worth keeping between calls.
+    pub fn is_large(&self) -> bool {
+        self.keep_alive.capacity() > 4096
+    }
+
     /// The memo index of `obj`, if it was written before.
     #[inline]
     pub fn get(&self, obj: &Bound<'_, PyAny>) -> Option<u32> {

@@ -14,7 +14,9 @@
 //! so that is what stops a walk around a cycle (a tuple in a cycle is reached twice, as in
 //! `pickle`, and its second copy is thrown away with `POP`).
 
-use pyo3::exceptions::{PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError,
+};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
@@ -23,9 +25,10 @@ use crate::errors::PicklingError;
 use crate::globals::{self, Kind};
 use crate::memo::Memo;
 use crate::opcodes::*;
+use crate::tasks::{self, DaskLayout};
 use crate::types::Lookup;
 use crate::writer::{Writer, BATCHSIZE};
-use crate::{fallback, reduce};
+use crate::{fallback, partial, paths, reduce};
 
 /// Nesting deeper than this raises `RecursionError` even if `sys.getrecursionlimit()` is higher:
 /// each level costs native stack, and a thread's stack may be small.
@@ -62,11 +65,28 @@ pub fn dumps<'py>(
             .cast_into()
             .map_err(Into::into);
     }
-    let mut p = Pickler::new(py, lookup, proto, buffer_callback);
-    match p.save(obj, false) {
-        Ok(()) => Ok(PyBytes::new(py, &p.out.finish())),
-        Err(e) => Err(p.explain(obj, e)),
+    let (buf, memo) = SCRATCH.with(|s| s.take());
+    let mut p = Pickler::new(py, lookup, proto, buffer_callback, buf, memo);
+    let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
+    let Pickler { out, mut memo, .. } = p;
+    let out = out.finish();
+    let result = result.map(|()| PyBytes::new(py, &out));
+    // Release memoized objects now (they may run finalizers), then keep the allocations for
+    // the next call on this thread unless this one made them large.
+    memo.clear();
+    if out.capacity() <= SCRATCH_MAX_BYTES && !memo.is_large() {
+        SCRATCH.with(|s| s.set((out, memo)));
     }
+    result
+}
+
+/// A thread's output buffer and memo tables, reused between calls: most messages are small and
+/// similar, and allocating and growing them each time costs more than writing a small task.
+/// A nested `dumps` (called from a `__reduce__`) finds the slot empty and allocates its own.
+const SCRATCH_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<(Vec<u8>, Memo)> = std::cell::Cell::new(Default::default());
 }
 
 pub struct Pickler<'py> {
@@ -76,6 +96,7 @@ pub struct Pickler<'py> {
     pub memo: Memo,
     pub proto: u8,
     pub buffer_callback: Option<Bound<'py, PyAny>>,
+    dask: Option<&'static DaskLayout>,
     depth: u32,
     max_depth: u32,
     registry_checked: bool,
@@ -90,16 +111,19 @@ impl<'py> Pickler<'py> {
         lookup: &'py Lookup,
         proto: u8,
         buffer_callback: Option<Bound<'py, PyAny>>,
+        buf: Vec<u8>,
+        memo: Memo,
     ) -> Self {
         // SAFETY: reads an interpreter setting; we hold the GIL.
         let limit = unsafe { ffi::Py_GetRecursionLimit() };
         Pickler {
             py,
             lookup,
-            out: Writer::new(proto),
-            memo: Memo::default(),
+            out: Writer::with_buffer(proto, buf),
+            memo,
             proto,
             buffer_callback,
+            dask: tasks::layout(py),
             depth: 0,
             max_depth: u32::try_from(limit).unwrap_or(0).min(MAX_DEPTH_CAP),
             registry_checked: false,
@@ -130,7 +154,11 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
             if ffi::PyBool_Check(ptr) != 0 {
-                self.out.op(if ptr == ffi::Py_True() { NEWTRUE } else { NEWFALSE });
+                self.out.op(if ptr == ffi::Py_True() {
+                    NEWTRUE
+                } else {
+                    NEWFALSE
+                });
                 return Ok(());
             }
         }
@@ -165,7 +193,8 @@ impl<'py> Pickler<'py> {
         // SAFETY: type checks on a live object.
         unsafe {
             if ffi::PyTuple_CheckExact(ptr) != 0 {
-                return self.save_tuple(obj.cast_unchecked(), unique);
+                return self
+                    .save_tuple_body(obj.cast_unchecked(), unique, |i| format!("tuple[{i}]"));
             }
             if ffi::PyList_CheckExact(ptr) != 0 {
                 return self.save_list(obj.cast_unchecked());
@@ -197,7 +226,33 @@ impl<'py> Pickler<'py> {
                 return self.save_global(obj, None);
             }
         }
+        if self.save_native(obj, unique)? {
+            return Ok(());
+        }
         reduce::save_reduced(self, obj, unique)
+    }
+
+    /// Paths, partials and dask nodes, written from their fields without calling
+    /// `__reduce__`; `false` when `obj` is none of those (or its fields can't be read).
+    fn save_native(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<bool> {
+        let lookup = self.lookup;
+        let ty = obj.get_type_ptr();
+        if let Some(layout) = &lookup.partial {
+            if layout.handles(ty) {
+                return partial::save_partial(self, layout, obj);
+            }
+        }
+        if let Some(layout) = &lookup.paths {
+            if layout.handles(ty) {
+                return paths::save_path(self, layout, obj, unique);
+            }
+        }
+        if let Some(layout) = self.dask {
+            if let Some(idx) = layout.node_for(ty) {
+                return tasks::save_node(self, layout, idx, obj);
+            }
+        }
+        Ok(false)
     }
 
     #[inline]
@@ -258,7 +313,9 @@ impl<'py> Pickler<'py> {
     #[cold]
     fn save_big_int(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let py = self.py;
-        let bits: usize = obj.call_method0(pyo3::intern!(py, "bit_length"))?.extract()?;
+        let bits: usize = obj
+            .call_method0(pyo3::intern!(py, "bit_length"))?
+            .extract()?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("signed", true)?;
         let bytes = obj.call_method(
@@ -276,8 +333,29 @@ impl<'py> Pickler<'py> {
     }
 
     /// `save_tuple`: `TUPLE1..3` or `MARK ... TUPLE`; a tuple reached again through its own items
-    /// is thrown away and fetched from the memo, as `pickle` does.
-    fn save_tuple(&mut self, t: &Bound<'py, PyTuple>, unique: bool) -> PyResult<()> {
+    /// is thrown away and fetched from the memo, as `pickle` does. `label` names item `i` in
+    /// error paths (`tuple[i]`, or `partial.args[i]` when a native writer knows better).
+    pub fn save_tuple_as(
+        &mut self,
+        t: &Bound<'py, PyTuple>,
+        unique: bool,
+        label: impl Fn(usize) -> String,
+    ) -> PyResult<()> {
+        if !unique {
+            if let Some(idx) = self.memo.get(t.as_any()) {
+                self.out.get(idx);
+                return Ok(());
+            }
+        }
+        self.save_tuple_body(t, unique, label)
+    }
+
+    fn save_tuple_body(
+        &mut self,
+        t: &Bound<'py, PyTuple>,
+        unique: bool,
+        label: impl Fn(usize) -> String,
+    ) -> PyResult<()> {
         let n = t.len();
         if n == 0 {
             self.out.op(EMPTY_TUPLE);
@@ -291,7 +369,7 @@ impl<'py> Pickler<'py> {
             let item = unsafe { t.get_borrowed_item_unchecked(i) };
             let item_unique = item.get_refcnt() == 1;
             if let Err(e) = self.save(&item, item_unique) {
-                return Err(self.at(e, || format!("tuple[{i}]")));
+                return Err(self.at(e, || label(i)));
             }
         }
         if !unique {
@@ -312,6 +390,43 @@ impl<'py> Pickler<'py> {
             _ => TUPLE,
         });
         self.memoize_unless(t.as_any(), unique)
+    }
+
+    /// A list's items written as a fresh tuple (no memo entry: nothing can refer to it), as
+    /// `pickle` writes the `tuple(list)` a `__reduce__` builds.
+    pub fn save_list_as_tuple(
+        &mut self,
+        list: &Bound<'py, PyList>,
+        label: impl Fn(usize) -> String,
+    ) -> PyResult<()> {
+        let n = list.len();
+        if n == 0 {
+            self.out.op(EMPTY_TUPLE);
+            return Ok(());
+        }
+        if n > 3 {
+            self.out.op(MARK);
+        }
+        let mut written = 0;
+        while written < n && written < list.len() {
+            let (item, item_unique) = list_item(self.py, list, written);
+            if let Err(e) = self.save(&item, item_unique) {
+                return Err(self.at(e, || label(written)));
+            }
+            written += 1;
+        }
+        self.out.op(match (n, written == n) {
+            (1, true) => TUPLE1,
+            (2, true) => TUPLE2,
+            (3, true) => TUPLE3,
+            (_, true) if n > 3 => TUPLE,
+            _ => {
+                return Err(PyRuntimeError::new_err(
+                    "list changed size during iteration",
+                ));
+            }
+        });
+        Ok(())
     }
 
     /// `save_list` + `batch_list_exact`: `EMPTY_LIST`, then `APPEND` or batched `APPENDS`.
@@ -582,7 +697,11 @@ impl<'py> Pickler<'py> {
 /// An item of a list with a reference of our own (saving it may run code that mutates the list)
 /// and whether the list held the only other reference.
 #[inline]
-fn list_item<'py>(py: Python<'py>, list: &Bound<'py, PyList>, i: usize) -> (Bound<'py, PyAny>, bool) {
+fn list_item<'py>(
+    py: Python<'py>,
+    list: &Bound<'py, PyList>,
+    i: usize,
+) -> (Bound<'py, PyAny>, bool) {
     // SAFETY: callers check `i < len` right before; the item is borrowed from the list and we
     // take our own reference before returning.
     unsafe {

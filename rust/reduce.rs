@@ -84,9 +84,8 @@ fn save_reduce<'py>(
             "tuple returned by __reduce__ must contain 2 through 6 elements",
         ));
     }
-    let item = |i: usize| -> Option<Bound<'py, PyAny>> {
-        rv.get_item(i).ok().filter(|o| !o.is_none())
-    };
+    let item =
+        |i: usize| -> Option<Bound<'py, PyAny>> { rv.get_item(i).ok().filter(|o| !o.is_none()) };
     let callable = rv.get_item(0)?;
     let args = rv.get_item(1)?;
     let state = item(2);

@@ -5,7 +5,10 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyType};
+use pyo3::types::{PyDict, PySet, PyString, PyType};
+
+use crate::partial::PartialLayout;
+use crate::paths::PathLayout;
 
 pub struct Lookup {
     /// `copyreg.dispatch_table`, which `pickle` consults before `__reduce_ex__`.
@@ -19,8 +22,11 @@ pub struct Lookup {
     /// `cloudpickle.Pickler.dispatch_table`.
     pub cloudpickle_dispatch: Py<PyDict>,
     pub cloudpickle_dumps: Py<PyAny>,
-    /// `cloudpickle.list_registry_pickle_by_value`.
-    pub cloudpickle_registry: Py<PyAny>,
+    /// The set behind `cloudpickle.register_pickle_by_value` (`_PICKLE_BY_VALUE_MODULES`), read
+    /// directly since it is consulted on every call; a copy from the public
+    /// `list_registry_pickle_by_value()` if a cloudpickle version renames it.
+    cloudpickle_registry_set: Option<Py<PySet>>,
+    cloudpickle_registry_fn: Py<PyAny>,
     /// `pickle.whichmodule`, for the rare global without a `__module__`.
     pub whichmodule: Py<PyAny>,
     /// `pickle.loads`: what a by-value fragment is wrapped in (see `fallback.rs`).
@@ -29,11 +35,22 @@ pub struct Lookup {
     pub builtins_type: Py<PyAny>,
     pub str_pickle: Py<PyString>,
     pub str_loads: Py<PyString>,
+    /// Native writers, when this Python's layout of those types is the one they expect.
+    pub paths: Option<PathLayout>,
+    pub partial: Option<PartialLayout>,
 }
 
 static LOOKUP: PyOnceLock<Lookup> = PyOnceLock::new();
 
 impl Lookup {
+    /// The names of the modules registered with `cloudpickle.register_pickle_by_value`.
+    pub fn by_value_registry<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.cloudpickle_registry_set {
+            Some(set) => Ok(set.bind(py).clone().into_any()),
+            None => self.cloudpickle_registry_fn.bind(py).call0(),
+        }
+    }
+
     pub fn get(py: Python<'_>) -> PyResult<&Lookup> {
         LOOKUP.get_or_try_init(py, || Self::init(py))
     }
@@ -45,7 +62,10 @@ impl Lookup {
         let cp_impl = py.import("cloudpickle.cloudpickle")?;
         Ok(Lookup {
             copyreg_dispatch: copyreg.getattr("dispatch_table")?.cast_into()?.unbind(),
-            extension_registry: copyreg.getattr("_extension_registry")?.cast_into()?.unbind(),
+            extension_registry: copyreg
+                .getattr("_extension_registry")?
+                .cast_into()?
+                .unbind(),
             copyreg_newobj: copyreg.getattr("__newobj__")?.unbind(),
             copyreg_newobj_ex: copyreg.getattr("__newobj_ex__")?.unbind(),
             cloudpickle_dispatch: cp_impl
@@ -54,13 +74,22 @@ impl Lookup {
                 .cast_into()?
                 .unbind(),
             cloudpickle_dumps: cloudpickle.getattr("dumps")?.unbind(),
-            cloudpickle_registry: cloudpickle.getattr("list_registry_pickle_by_value")?.unbind(),
+            cloudpickle_registry_set: cp_impl
+                .getattr("_PICKLE_BY_VALUE_MODULES")
+                .ok()
+                .and_then(|s| s.cast_into::<PySet>().ok())
+                .map(Bound::unbind),
+            cloudpickle_registry_fn: cloudpickle
+                .getattr("list_registry_pickle_by_value")?
+                .unbind(),
             whichmodule: pickle.getattr("whichmodule")?.unbind(),
             pickle_loads: pickle.getattr("loads")?.unbind(),
             pickle_buffer_type: pickle.getattr("PickleBuffer")?.cast_into()?.unbind(),
             builtins_type: py.get_type::<PyType>().into_any().unbind(),
             str_pickle: PyString::intern(py, "pickle").unbind(),
             str_loads: PyString::intern(py, "loads").unbind(),
+            paths: PathLayout::resolve(py)?,
+            partial: PartialLayout::resolve(py)?,
         })
     }
 }

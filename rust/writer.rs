@@ -24,9 +24,15 @@ impl Writer {
     /// Starts a protocol 4 or 5 stream with its `PROTO` header and opens the first frame
     /// (framing is part of protocol 4; older protocols never reach this writer).
     pub fn new(proto: u8) -> Self {
+        Self::with_buffer(proto, Vec::with_capacity(256))
+    }
+
+    /// Like `new`, writing into `buf` (cleared first) so its capacity can be reused.
+    pub fn with_buffer(proto: u8, mut buf: Vec<u8>) -> Self {
         debug_assert!(proto >= 4);
+        buf.clear();
         let mut w = Writer {
-            buf: Vec::with_capacity(256),
+            buf,
             frame_start: None,
         };
         w.buf.extend_from_slice(&[PROTO, proto]);
@@ -253,7 +259,10 @@ mod tests {
             (1_i64 << 31, vec![0, 0, 0, 0x80, 0]),
             (-(1_i64 << 31) - 1, vec![0xff, 0xff, 0xff, 0x7f, 0xff]),
             (-(1_i64 << 39), vec![0, 0, 0, 0, 0x80]),
-            (i64::MAX, vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            (
+                i64::MAX,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            ),
             (i64::MIN, vec![0, 0, 0, 0, 0, 0, 0, 0x80]),
         ] {
             let mut w = Writer::new(5);

@@ -5,6 +5,9 @@ from ferropickle._ferropickle import (
     HIGHEST_PROTOCOL,
     PicklingError,
     UnpicklingError,
+    cache_clear,
+    cache_info,
+    configure,
     dumps,
     loads,
 )
@@ -14,6 +17,9 @@ __all__ = [
     "HIGHEST_PROTOCOL",
     "PicklingError",
     "UnpicklingError",
+    "cache_clear",
+    "cache_info",
+    "configure",
     "dumps",
     "loads",
 ]

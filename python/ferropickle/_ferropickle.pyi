@@ -1,0 +1,71 @@
+"""Type stubs and reference documentation for ferropickle's compiled core."""
+
+from collections.abc import Callable, Iterable
+from pickle import PickleBuffer
+from pickle import PicklingError as _StdPicklingError
+from pickle import UnpicklingError as _StdUnpicklingError
+from typing import Any
+
+from typing_extensions import Buffer
+
+HIGHEST_PROTOCOL: int
+"""The highest protocol written and read: 5."""
+
+DEFAULT_PROTOCOL: int
+"""The protocol `dumps` writes when none is given: 5 (as cloudpickle and Dask use)."""
+
+class PicklingError(_StdPicklingError):
+    """An object could not be pickled.
+
+    The message names the unpicklable object's type and where it sits inside the object that was
+    passed to `dumps`, e.g. ``Can't pickle socket at Task.args[0] -> dict['conn'] -> socket:
+    TypeError: cannot pickle 'socket' object``. The original exception is ``__cause__``.
+    """
+
+class UnpicklingError(_StdUnpicklingError):
+    """A pickle stream was malformed or truncated; the message names the byte offset."""
+
+def dumps(
+    obj: Any,
+    protocol: int | None = None,
+    *,
+    buffer_callback: Callable[[PickleBuffer], Any] | None = None,
+) -> bytes:
+    """Pickle ``obj`` to a standard pickle stream that stock ``pickle.loads`` can read.
+
+    Call-compatible with ``pickle.dumps``, ``cloudpickle.dumps`` and
+    ``distributed.protocol.pickle.dumps``.
+
+    * ``protocol``: 4 or 5 are written natively; ``None`` or a negative value means 5; 0-3 are
+      delegated to ``cloudpickle.dumps``; above 5 raises ``ValueError``.
+    * ``buffer_callback``: PEP 574 out-of-band buffers, exactly as ``pickle``: each
+      ``PickleBuffer`` is passed to it and goes out of band unless it returns a true value.
+      Needs protocol 5.
+
+    Functions and classes that can't be imported by name where the stream is loaded (defined in
+    ``__main__``, in a module registered with ``cloudpickle.register_pickle_by_value``, locally
+    or dynamically) are pickled by value by cloudpickle and embedded as a nested
+    ``pickle.loads(b"...")`` call; the reader then needs cloudpickle installed, as for any
+    cloudpickle stream. Whether a global goes by reference or by value is decided once per live
+    object and remembered.
+
+    Raises ``PicklingError`` naming the type and position of an unpicklable object, and
+    ``RecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` (at most 5000).
+    """
+
+def loads(
+    data: Buffer,
+    /,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    buffers: Iterable[Any] | None = None,
+) -> Any:
+    """Rebuild the object a pickle stream describes.
+
+    Reads any standard pickle stream (protocols 0-5, from ``pickle``, ``cloudpickle`` or
+    ``dumps``), from any bytes-like object, without copying it. The keyword arguments mean what
+    they mean for ``pickle.loads``. Malformed or truncated data raises ``UnpicklingError`` with
+    the byte offset; memory use is bounded by the input's size whatever it claims.
+    """

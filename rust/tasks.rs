@@ -1,0 +1,309 @@
+//! Dask graph nodes (`dask._task_spec`) without calling `__reduce_ex__`/`__getstate__`.
+//!
+//! The scheduler pickles one `Task` per message; its `__getstate__` is Python code that builds a
+//! tuple of every slot, and that call costs more than writing the task does. Here each node type
+//! is written from its slots directly, producing the opcodes `pickle` would write from its
+//! `__reduce_ex__(5)`:
+//!
+//! - `TaskRef`, `Alias`, `DataNode`: `cls(*slots)` (their `__reduce__`);
+//! - `Task`: `copyreg.__newobj__(cls)` as `NEWOBJ`, then `BUILD` with the tuple of
+//!   `cls.get_all_slots()` values (`Task.__getstate__`);
+//! - `List`, `Tuple`, `Set`, `Dict` (nested containers): the same with a list, and `kwargs`
+//!   without its redundant `"constructor"` (`NestedContainer.__getstate__`).
+//!
+//! dask is never imported here: the types are picked up once `dask._task_spec` is in
+//! `sys.modules`. Each type's layout is checked then against its own `__reduce_ex__(5)` on a
+//! sample node; a type whose check fails (a dask version that changed it) keeps the generic
+//! reduce path.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{IntoPyDict, PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::opcodes::*;
+use crate::pickler::Pickler;
+use crate::slots::Slot;
+
+pub struct DaskLayout {
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    cls: Py<PyType>,
+    name: &'static str,
+    fields: Vec<Field>,
+    shape: Shape,
+}
+
+enum Shape {
+    /// `cls(*fields)` with `REDUCE`.
+    Call,
+    /// `NEWOBJ` then `BUILD` with the fields as a tuple (`Task`) or a list (nested containers,
+    /// which also drop `"constructor"` from `kwargs`).
+    State { as_list: bool },
+}
+
+/// One slot of a node: read through its descriptor, or by attribute when a class attribute
+/// shadows it (`List.constructor`).
+struct Field {
+    access: Access,
+    name: String,
+    role: Role,
+}
+
+enum Access {
+    Slot(Slot),
+    Attr(Py<PyString>),
+}
+
+#[derive(PartialEq)]
+enum Role {
+    Plain,
+    /// `Task.args`: its items are named `Task.args[i]` in error paths.
+    Args,
+    /// A nested container's `kwargs`, written without `"constructor"`.
+    ContainerKwargs,
+}
+
+impl Field {
+    fn resolve(cls: &Bound<'_, PyAny>, name: &str, nested: bool) -> PyResult<Field> {
+        let access = match Slot::resolve(cls, name)? {
+            Some(slot) => Access::Slot(slot),
+            None => Access::Attr(PyString::intern(cls.py(), name).unbind()),
+        };
+        let role = match name {
+            "args" => Role::Args,
+            "kwargs" if nested => Role::ContainerKwargs,
+            _ => Role::Plain,
+        };
+        Ok(Field {
+            access,
+            name: name.to_owned(),
+            role,
+        })
+    }
+
+    fn get<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        let v = match &self.access {
+            Access::Slot(s) => s.get(obj)?,
+            Access::Attr(n) => obj.getattr(n.bind(obj.py())).ok()?,
+        };
+        if self.role == Role::ContainerKwargs {
+            let kw = v.cast::<PyDict>().ok()?.copy().ok()?;
+            kw.del_item("constructor").ok();
+            return Some(kw.into_any());
+        }
+        Some(v)
+    }
+}
+
+static DASK: PyOnceLock<Option<DaskLayout>> = PyOnceLock::new();
+
+/// The dask node layouts, once `dask._task_spec` has been imported by someone else.
+pub fn layout(py: Python<'_>) -> Option<&'static DaskLayout> {
+    if let Some(resolved) = DASK.get(py) {
+        return resolved.as_ref();
+    }
+    let name = pyo3::intern!(py, "dask._task_spec");
+    // SAFETY: `PyImport_GetModule` returns a new reference or NULL (with or without an error).
+    let module = unsafe { ffi::PyImport_GetModule(name.as_ptr()) };
+    if module.is_null() {
+        let _ = PyErr::take(py);
+        return None;
+    }
+    // SAFETY: a new reference we now own.
+    let module = unsafe { Bound::from_owned_ptr(py, module) };
+    DASK.get_or_init(py, || DaskLayout::resolve(&module).ok())
+        .as_ref()
+}
+
+impl DaskLayout {
+    fn resolve(module: &Bound<'_, PyAny>) -> PyResult<DaskLayout> {
+        let py = module.py();
+        let newobj = py.import("copyreg")?.getattr("__newobj__")?;
+        let mut nodes = Vec::new();
+        let task_ref = module.getattr("TaskRef")?.call1(("k",))?;
+        let call_samples = [
+            ("TaskRef", vec!["key"], task_ref.clone()),
+            (
+                "Alias",
+                vec!["key", "target"],
+                module.getattr("Alias")?.call1(("a", "b"))?,
+            ),
+            (
+                "DataNode",
+                vec!["key", "value"],
+                module.getattr("DataNode")?.call1(("k", 1))?,
+            ),
+        ];
+        for (name, fields, sample) in call_samples {
+            let cls = module.getattr(name)?.cast_into::<PyType>()?;
+            let fields = fields
+                .into_iter()
+                .map(|f| Field::resolve(cls.as_any(), f, false))
+                .collect::<PyResult<Vec<_>>>()?;
+            let node = Node {
+                cls: cls.unbind(),
+                name,
+                fields,
+                shape: Shape::Call,
+            };
+            if node.matches(&sample, &newobj)? {
+                nodes.push(node);
+            }
+        }
+        let task = module.getattr("Task")?;
+        let kwargs = [("x", task_ref)].into_py_dict(py)?;
+        let state_samples = [
+            (
+                "Task",
+                task.call(("k", py.get_type::<PyList>(), 1), Some(&kwargs))?,
+            ),
+            ("List", module.getattr("List")?.call1((1, 2))?),
+            ("Tuple", module.getattr("Tuple")?.call1((1, 2))?),
+            ("Set", module.getattr("Set")?.call1((1, 2))?),
+            ("Dict", module.getattr("Dict")?.call1((("a", 1),))?),
+        ];
+        for (name, sample) in state_samples {
+            let cls = module.getattr(name)?.cast_into::<PyType>()?;
+            let slot_names: Vec<String> = cls.call_method0("get_all_slots")?.extract()?;
+            let nested = name != "Task";
+            let fields = slot_names
+                .iter()
+                .map(|f| Field::resolve(cls.as_any(), f, nested))
+                .collect::<PyResult<Vec<_>>>()?;
+            let node = Node {
+                cls: cls.unbind(),
+                name,
+                fields,
+                shape: Shape::State { as_list: nested },
+            };
+            if node.matches(&sample, &newobj)? {
+                nodes.push(node);
+            }
+        }
+        Ok(DaskLayout { nodes })
+    }
+
+    #[inline]
+    pub fn node_for(&self, ty: *mut ffi::PyTypeObject) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.cls.as_ptr() == ty as *mut ffi::PyObject)
+    }
+}
+
+impl Node {
+    /// Whether what we would write for `sample` is what its own `__reduce_ex__(5)` describes.
+    fn matches(&self, sample: &Bound<'_, PyAny>, newobj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = sample.py();
+        let Some(values) = self.values(sample) else {
+            return Ok(false);
+        };
+        let reduced = sample.call_method1("__reduce_ex__", (5,))?;
+        let cls = self.cls.bind(py);
+        let expected = match self.shape {
+            Shape::Call => (cls, PyTuple::new(py, values)?)
+                .into_pyobject(py)?
+                .into_any(),
+            Shape::State { as_list } => {
+                let state = if as_list {
+                    PyList::new(py, values)?.into_any()
+                } else {
+                    PyTuple::new(py, values)?.into_any()
+                };
+                (newobj, (cls,), state, py.None(), py.None())
+                    .into_pyobject(py)?
+                    .into_any()
+            }
+        };
+        // A node's own `__eq__` may tokenize; compare the reduce tuples item by item instead.
+        let reduced = reduced.cast_into::<PyTuple>()?;
+        let expected = expected.cast_into::<PyTuple>()?;
+        if reduced.len() != expected.len() {
+            return Ok(false);
+        }
+        for (a, b) in reduced.iter().zip(expected.iter()) {
+            if !(a.is(&b) || a.eq(&b)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The field values in order, with nested containers' `kwargs` already without
+    /// `"constructor"`; `None` if a slot is unset (the generic path then reports it).
+    fn values<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+        self.fields.iter().map(|f| f.get(obj)).collect()
+    }
+}
+
+/// Writes dask node `idx` of the layout; `false` (nothing written) when a slot is unset.
+pub fn save_node<'py>(
+    p: &mut Pickler<'py>,
+    layout: &DaskLayout,
+    idx: usize,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<bool> {
+    let node = &layout.nodes[idx];
+    let Some(values) = node.values(obj) else {
+        return Ok(false);
+    };
+    let py = p.py;
+    let name = node.name;
+    p.save(node.cls.bind(py).as_any(), false)?;
+    match node.shape {
+        Shape::Call => {
+            if values.len() > 3 {
+                p.out.op(MARK);
+            }
+            for (field, v) in node.fields.iter().zip(&values) {
+                save_field(p, name, field, v)?;
+            }
+            p.out.op(match values.len() {
+                0 => EMPTY_TUPLE,
+                1 => TUPLE1,
+                2 => TUPLE2,
+                3 => TUPLE3,
+                _ => TUPLE,
+            });
+            p.out.op(REDUCE);
+            p.memoize(obj);
+        }
+        Shape::State { as_list } => {
+            p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
+            // Memoized before the state, like every reduced object: the state may lead back.
+            p.memoize(obj);
+            if as_list {
+                // `pickle` memoizes the state list it is handed; nothing else can refer to it.
+                p.out.ops(&[EMPTY_LIST, MARK]);
+            } else {
+                p.out.op(MARK);
+            }
+            for (field, v) in node.fields.iter().zip(&values) {
+                save_field(p, name, field, v)?;
+            }
+            p.out.op(if as_list { APPENDS } else { TUPLE });
+            p.out.op(BUILD);
+        }
+    }
+    Ok(true)
+}
+
+fn save_field<'py>(
+    p: &mut Pickler<'py>,
+    node: &str,
+    field: &Field,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    // Our reference plus the node's: nothing else refers to the value.
+    let unique = value.get_refcnt() == 2;
+    if field.role == Role::Args {
+        if let Ok(args) = value.cast::<PyTuple>() {
+            return p.save_tuple_as(args, unique, |i| format!("{node}.args[{i}]"));
+        }
+    }
+    p.save(value, unique)
+        .map_err(|e| p.at(e, || format!("{node}.{}", field.name)))
+}
