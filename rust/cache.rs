@@ -196,6 +196,14 @@ pub fn clear() {
     drop(old);
 }
 
+/// Zeroes the hit, miss and eviction counters (`stats(reset=True)`).
+pub fn reset_counters() {
+    let mut cache = lock();
+    cache.hits = 0;
+    cache.misses = 0;
+    cache.evictions = 0;
+}
+
 /// Turns the cache on or off (off also empties it) and sets its byte budget.
 pub fn configure(enabled: Option<bool>, max_bytes: Option<usize>) {
     let mut evicted = Vec::new();

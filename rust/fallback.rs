@@ -28,6 +28,7 @@ use crate::pickler::Pickler;
 /// Writes `obj` by value: `pickle.loads(<cloudpickle bytes>)`, then memoizes it so later
 /// references in the same message are a `BINGET`.
 pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+    p.counts.by_value += 1;
     let fragment = fragment(p, obj)?;
     write_loads_call(p, &fragment)?;
     p.memoize(obj);

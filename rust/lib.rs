@@ -19,6 +19,7 @@ mod pickler;
 mod reader;
 mod reduce;
 mod slots;
+mod stats;
 mod tasks;
 mod types;
 mod writer;
@@ -59,6 +60,25 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
+/// Process-wide counters: calls, bytes and time of `dumps`/`loads`, objects written natively,
+/// through `__reduce_ex__` and by value, and the fragment cache's hits, misses and evictions.
+#[pyfunction(name = "stats")]
+#[pyo3(signature = (*, reset=false))]
+fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
+    let out = PyDict::new(py);
+    stats::fill(&out)?;
+    let cache = PyDict::new(py);
+    cache::info(py, &cache)?;
+    for (k, v) in cache.iter() {
+        out.set_item(format!("cache_{}", k.extract::<String>()?), v)?;
+    }
+    if reset {
+        stats::reset();
+        cache::reset_counters();
+    }
+    Ok(out)
+}
+
 /// Empties the by-value fragment cache and the by-reference/by-value decisions.
 #[pyfunction]
 fn cache_clear() {
@@ -86,6 +106,7 @@ fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cache_info, m)?)?;
     m.add_function(wrap_pyfunction!(cache_clear, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;
+    m.add_function(wrap_pyfunction!(stats_py, m)?)?;
     m.add("PicklingError", py.get_type::<PicklingError>())?;
     m.add("UnpicklingError", py.get_type::<UnpicklingError>())?;
     m.add("HIGHEST_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;

@@ -28,7 +28,7 @@ use crate::opcodes::*;
 use crate::tasks::{self, DaskLayout};
 use crate::types::Lookup;
 use crate::writer::{Writer, BATCHSIZE};
-use crate::{fallback, partial, paths, reduce};
+use crate::{fallback, partial, paths, reduce, stats};
 
 /// Nesting deeper than this raises `RecursionError` even if `sys.getrecursionlimit()` is higher:
 /// each level costs native stack, and a thread's stack may be small.
@@ -65,12 +65,19 @@ pub fn dumps<'py>(
             .cast_into()
             .map_err(Into::into);
     }
+    let timer = stats::Timer::start();
     let (buf, memo) = SCRATCH.with(|s| s.take());
     let mut p = Pickler::new(py, lookup, proto, buffer_callback, buf, memo);
     let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
-    let Pickler { out, mut memo, .. } = p;
+    let Pickler {
+        out,
+        mut memo,
+        counts,
+        ..
+    } = p;
     let out = out.finish();
     let result = result.map(|()| PyBytes::new(py, &out));
+    stats::record_dumps(timer, &counts, result.as_ref().ok().map(|_| out.len()));
     // Release memoized objects now (they may run finalizers), then keep the allocations for
     // the next call on this thread unless this one made them large.
     memo.clear();
@@ -97,6 +104,7 @@ pub struct Pickler<'py> {
     pub proto: u8,
     pub buffer_callback: Option<Bound<'py, PyAny>>,
     dask: Option<&'static DaskLayout>,
+    pub counts: stats::CallCounts,
     depth: u32,
     max_depth: u32,
     registry_checked: bool,
@@ -124,6 +132,7 @@ impl<'py> Pickler<'py> {
             proto,
             buffer_callback,
             dask: tasks::layout(py),
+            counts: stats::CallCounts::default(),
             depth: 0,
             max_depth: u32::try_from(limit).unwrap_or(0).min(MAX_DEPTH_CAP),
             registry_checked: false,
@@ -136,6 +145,7 @@ impl<'py> Pickler<'py> {
     /// module docs): it is then neither looked up in nor added to the memo.
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        self.counts.objects += 1;
         let ptr = obj.as_ptr();
         // SAFETY: `ptr` is a live object (we hold `obj`); the checks only read its type.
         unsafe {

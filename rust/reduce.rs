@@ -23,6 +23,7 @@ pub fn save_reduced<'py>(
     if ty.is(p.lookup.pickle_buffer_type.bind(py)) {
         return save_picklebuffer(p, obj, unique);
     }
+    p.counts.reduced += 1;
     let reduced = match reducer_for(p, &ty)? {
         Some(reducer) => reducer.call1((obj,))?,
         None => {

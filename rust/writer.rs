@@ -230,9 +230,10 @@ mod tests {
     use super::*;
 
     fn body(w: Writer) -> Vec<u8> {
-        // Drop the PROTO header and STOP: what is left is the one object written.
+        // Drop the PROTO header, any FRAME header and STOP: what is left is the object written.
         let out = w.finish();
-        out[2..out.len() - 1].to_vec()
+        let start = if out[2] == FRAME { 11 } else { 2 };
+        out[start..out.len() - 1].to_vec()
     }
 
     #[test]

@@ -10,6 +10,7 @@ from ferropickle._ferropickle import (
     configure,
     dumps,
     loads,
+    stats,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "configure",
     "dumps",
     "loads",
+    "stats",
 ]

@@ -39,6 +39,44 @@ def cases() -> dict[str, Any]:
     return out
 
 
+# The seed workload's task function, as a user's script defines it: in `__main__`, reading
+# package globals (and, in the heavy variant, a 2,000-entry dict global).
+_SCRIPT = """
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+LOOKUP = {f"key-{i}": i for i in range(N_GLOBAL)}
+
+
+def process(path):
+    frame = pd.DataFrame({"x": np.arange(3)})
+    return int(frame.x.sum()) + len(json.dumps(str(path))) + len(re.findall("f", str(path))) + len(
+        LOOKUP
+    )
+"""
+
+
+def script_function(n_global: int = 0) -> Callable[[Any], Any]:
+    """``process`` as if defined in a script run as ``__main__`` (so it is pickled by value)."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "N_GLOBAL": n_global}
+    exec(compile(_SCRIPT, "<script>", "exec"), namespace)
+    return namespace["process"]
+
+
+def seed_tasks(n: int, n_global: int = 0) -> list[Any]:
+    """``n`` distinct ``Task(key, partial(process, Path(...)))``, one shared ``process``."""
+    from dask._task_spec import Task
+
+    process = script_function(n_global)
+    return [
+        Task(("process-8d3f", i), functools.partial(process, pathlib.Path(f"/data/in/f{i}.parquet")))
+        for i in range(n)
+    ]
+
+
 def implementations() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]]:
     """``name -> (dumps, loads)`` for ferropickle and each baseline that is installed."""
     import ferropickle

@@ -1,0 +1,49 @@
+"""The scheduler's hot path (issue 3): the seed workload, one ``Task(key, partial(process,
+Path))`` per message with ``process`` defined in ``__main__``, as the scheduler pickles them.
+
+    pytest benches/test_scheduler.py --benchmark-only
+
+Each round pickles (or unpickles) all ``N`` distinct tasks once; divide by ``N`` for the cost per
+task. "plain" has ``process`` read package globals only; "2000-global" also reads a
+2,000-entry dict global, which cloudpickle copies into every message.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from ferropickle import _bench
+
+pytest.importorskip("dask")
+pytest.importorskip("numpy")
+pytest.importorskip("pandas")
+
+N = 1000
+VARIANTS = {"plain": 0, "2000-global": 2000}
+IMPLS = _bench.implementations()
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def tasks(request):
+    return request.param, _bench.seed_tasks(N, VARIANTS[request.param])
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_dumps_seed_tasks(benchmark, tasks, impl):
+    variant, items = tasks
+    dumps, _ = IMPLS[impl]
+    benchmark.group = f"dumps {N} seed tasks ({variant})"
+    benchmark.pedantic(lambda: [dumps(t) for t in items], rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["ferropickle", "pickle"])
+def test_loads_seed_tasks(benchmark, tasks, impl):
+    """Both read the same ferropickle bytes; ours has seen the function after the warmup."""
+    variant, items = tasks
+    dumps, _ = IMPLS["ferropickle"]
+    blobs = [dumps(t) for t in items]
+    loads = {"ferropickle": IMPLS["ferropickle"][1], "pickle": pickle.loads}[impl]
+    benchmark.group = f"loads {N} seed tasks ({variant})"
+    benchmark.pedantic(lambda: [loads(b) for b in blobs], rounds=5, warmup_rounds=1)
