@@ -1,0 +1,36 @@
+"""Compare ferropickle.loads with pickle.loads on a few generic containers.
+
+Run: python bench/bench_loads.py
+"""
+
+import pickle
+import timeit
+
+import ferropickle
+
+CASES = {
+    "dict of 1000 tuples": {i: (i, str(i), float(i)) for i in range(1000)},
+    "list of 10000 str": [str(i) for i in range(10000)],
+    "list of 10000 int": list(range(10000)),
+    "list of 10000 float": [float(i) for i in range(10000)],
+    "list of 1000 small dicts": [{"a": i, "b": str(i), "c": [i, i]} for i in range(1000)],
+}
+
+
+def best(fn, data, number):
+    return min(timeit.repeat(lambda: fn(data), number=number, repeat=7)) / number
+
+
+def main():
+    print(f"{'case':28} {'pickle.loads':>14} {'ferropickle':>14} {'speedup':>8}")
+    for name, obj in CASES.items():
+        data = pickle.dumps(obj, protocol=5)
+        assert ferropickle.loads(data) == pickle.loads(data)
+        number = 200
+        ref = best(pickle.loads, data, number)
+        ours = best(ferropickle.loads, data, number)
+        print(f"{name:28} {ref * 1e6:11.1f} us {ours * 1e6:11.1f} us {ref / ours:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
