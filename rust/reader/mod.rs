@@ -113,21 +113,19 @@ impl<'py> Reader<'py> {
                 // whoever reads this.
                 BININT1 => {
                     let v = self.read_u8()?;
-                    // SAFETY (all `ffi` constructors below): we hold the GIL; a NULL result
-                    // is turned into the pending Python exception by `push_new`.
-                    self.push_new(unsafe { ffi::PyLong_FromLong(v.into()) })?;
+                    self.push_new(capi::long(self.py, v.into()))?;
                 }
                 BININT2 => {
                     let v = u16::from_le_bytes(self.read_array()?);
-                    self.push_new(unsafe { ffi::PyLong_FromLong(v.into()) })?;
+                    self.push_new(capi::long(self.py, v.into()))?;
                 }
                 BININT => {
                     let v = i32::from_le_bytes(self.read_array()?);
-                    self.push_new(unsafe { ffi::PyLong_FromLong(v.into()) })?;
+                    self.push_new(capi::long(self.py, v.into()))?;
                 }
                 BINFLOAT => {
                     let v = f64::from_be_bytes(self.read_array()?);
-                    self.push_new(unsafe { ffi::PyFloat_FromDouble(v) })?;
+                    self.push_new(capi::float(self.py, v))?;
                 }
                 SHORT_BINUNICODE => {
                     let n = self.read_u8()?;
@@ -153,10 +151,10 @@ impl<'py> Reader<'py> {
                     let n = u64::from_le_bytes(self.read_array()?);
                     self.push_bytes(self.len_u64(n, "BINBYTES8")?)?;
                 }
-                NONE => self.push_borrowed(unsafe { ffi::Py_None() }),
-                NEWTRUE => self.push_borrowed(unsafe { ffi::Py_True() }),
-                NEWFALSE => self.push_borrowed(unsafe { ffi::Py_False() }),
-                EMPTY_TUPLE => self.push_new(unsafe { ffi::PyTuple_New(0) })?,
+                NONE => self.push_borrowed(capi::none(self.py)),
+                NEWTRUE => self.push_borrowed(capi::boolean(self.py, true)),
+                NEWFALSE => self.push_borrowed(capi::boolean(self.py, false)),
+                EMPTY_TUPLE => self.push_new(capi::tuple(self.py, 0))?,
                 TUPLE1 => self.load_counted_tuple(1)?,
                 TUPLE2 => self.load_counted_tuple(2)?,
                 TUPLE3 => self.load_counted_tuple(3)?,
@@ -164,9 +162,9 @@ impl<'py> Reader<'py> {
                     let start = self.marker()?;
                     self.push_tuple(start)?;
                 }
-                EMPTY_LIST => self.push_new(unsafe { ffi::PyList_New(0) })?,
-                EMPTY_DICT => self.push_new(unsafe { ffi::PyDict_New() })?,
-                EMPTY_SET => self.push_new(unsafe { ffi::PySet_New(std::ptr::null_mut()) })?,
+                EMPTY_LIST => self.push_new(capi::list(self.py, 0))?,
+                EMPTY_DICT => self.push_new(capi::dict(self.py))?,
+                EMPTY_SET => self.push_new(capi::set(self.py))?,
                 MARK => self.stack.push_mark(),
                 APPEND => {
                     let x = self.stack.len().saturating_sub(1);
@@ -257,7 +255,10 @@ impl<'py> Reader<'py> {
                     let n = u64::from_le_bytes(self.read_array()?);
                     let n = self.len_u64(n, "BYTEARRAY8")?;
                     let p = self.take(n)?;
-                    self.push_new(unsafe { ffi::PyByteArray_FromStringAndSize(p.cast(), n as _) })?;
+                    // SAFETY: `p..p+n` is within the input (checked by `take`) and `n` fits in
+                    // `isize`; the new bytearray copies the bytes.
+                    let obj = unsafe { ffi::PyByteArray_FromStringAndSize(p.cast(), n as _) };
+                    self.push_new(obj)?;
                 }
                 LIST => {
                     let start = self.marker()?;
@@ -496,8 +497,7 @@ impl<'py> Reader<'py> {
             if n > 0 && n < 8 && buf[n - 1] & 0x80 != 0 {
                 buf[n..].fill(0xff);
             }
-            // SAFETY: we hold the GIL.
-            unsafe { ffi::PyLong_FromLongLong(i64::from_le_bytes(buf)) }
+            capi::long(self.py, i64::from_le_bytes(buf))
         } else {
             // SAFETY: `p..p+n` is within the input; the function copies it.
             unsafe { ffi::_PyLong_FromByteArray(p, n, 1, 1) }
@@ -555,29 +555,29 @@ impl<'py> Reader<'py> {
     #[inline(always)]
     fn new_tuple_from(&mut self, start: usize) -> PyResult<Owned> {
         let n = self.stack.len() - start;
-        // SAFETY: we hold the GIL.
-        let t = unsafe { ffi::PyTuple_New(n as _) };
+        let t = capi::tuple(self.py, n);
         if t.is_null() {
             return Err(self.fetch());
         }
         // SAFETY: `t` is a fresh tuple of size `n`; each slot is filled exactly once with a
         // reference moved (not copied) off the stack, so ownership transfers to the tuple.
-        self.stack
-            .drain_from(start, |i, obj| unsafe { ffi::PyTuple_SET_ITEM(t, i as _, obj) });
+        self.stack.drain_from(start, |i, obj| unsafe {
+            ffi::PyTuple_SET_ITEM(t, i as _, obj)
+        });
         Ok(t)
     }
 
     /// LIST: the objects from `start` up become a new list.
     fn push_list(&mut self, start: usize) -> PyResult<()> {
         let n = self.stack.len() - start;
-        // SAFETY: we hold the GIL.
-        let l = unsafe { ffi::PyList_New(n as _) };
+        let l = capi::list(self.py, n);
         if l.is_null() {
             return Err(self.fetch());
         }
         // SAFETY: as in `new_tuple_from`, for a fresh list of size `n`.
-        self.stack
-            .drain_from(start, |i, obj| unsafe { ffi::PyList_SET_ITEM(l, i as _, obj) });
+        self.stack.drain_from(start, |i, obj| unsafe {
+            ffi::PyList_SET_ITEM(l, i as _, obj)
+        });
         self.stack.push(l);
         Ok(())
     }
@@ -665,6 +665,73 @@ impl<'py> Reader<'py> {
                 Ok(())
             }
             None => Err(self.fail(format!("Memo value not found at index {idx}"))),
+        }
+    }
+}
+
+/// Safe wrappers over the C API constructors of the hot opcodes. The `Python` token proves
+/// the GIL is held, which is their only precondition; each returns a new reference, or NULL
+/// with an exception set (which [`Reader::push_new`] turns into `Err`).
+mod capi {
+    use pyo3::ffi;
+    use pyo3::Python;
+
+    #[inline(always)]
+    pub(super) fn long(_py: Python<'_>, v: i64) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); no other precondition.
+        unsafe { ffi::PyLong_FromLongLong(v) }
+    }
+
+    #[inline(always)]
+    pub(super) fn float(_py: Python<'_>, v: f64) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); no other precondition.
+        unsafe { ffi::PyFloat_FromDouble(v) }
+    }
+
+    /// A new tuple of `n` NULL slots, which the caller must fill before exposing it.
+    #[inline(always)]
+    pub(super) fn tuple(_py: Python<'_>, n: usize) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); `n` is at most the stack height, so the cast to
+        // `Py_ssize_t` is exact.
+        unsafe { ffi::PyTuple_New(n as ffi::Py_ssize_t) }
+    }
+
+    /// A new list of `n` NULL slots, which the caller must fill before exposing it.
+    #[inline(always)]
+    pub(super) fn list(_py: Python<'_>, n: usize) -> *mut ffi::PyObject {
+        // SAFETY: as for `tuple`.
+        unsafe { ffi::PyList_New(n as ffi::Py_ssize_t) }
+    }
+
+    #[inline(always)]
+    pub(super) fn dict(_py: Python<'_>) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); no other precondition.
+        unsafe { ffi::PyDict_New() }
+    }
+
+    #[inline(always)]
+    pub(super) fn set(_py: Python<'_>) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); NULL means "empty set".
+        unsafe { ffi::PySet_New(std::ptr::null_mut()) }
+    }
+
+    /// The `None` singleton (borrowed).
+    #[inline(always)]
+    pub(super) fn none(_py: Python<'_>) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); returns a borrowed pointer to a static object.
+        unsafe { ffi::Py_None() }
+    }
+
+    /// `True` or `False` (borrowed).
+    #[inline(always)]
+    pub(super) fn boolean(_py: Python<'_>, v: bool) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token); returns a borrowed pointer to a static object.
+        unsafe {
+            if v {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            }
         }
     }
 }

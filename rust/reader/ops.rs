@@ -15,7 +15,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::input::owned_line;
 use super::stack::Owned;
-use super::Reader;
+use super::{capi, Reader};
 
 /// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
 fn lookup_attr<'py>(
@@ -113,7 +113,8 @@ impl<'py> Reader<'py> {
     fn long_from_text(&self, text: Vec<u8>, base: i32, what: &str) -> PyResult<Bound<'py, PyAny>> {
         let text = c_text(text);
         // SAFETY: `text` is NUL-terminated and outlives the call, which copies what it needs.
-        let obj = unsafe { ffi::PyLong_FromString(text.as_ptr().cast(), std::ptr::null_mut(), base) };
+        let obj =
+            unsafe { ffi::PyLong_FromString(text.as_ptr().cast(), std::ptr::null_mut(), base) };
         self.owned(obj).map_err(|e| self.fail_caused(what, e))
     }
 
@@ -122,21 +123,37 @@ impl<'py> Reader<'py> {
     /// `False`/`True`.
     pub(super) fn load_int(&mut self) -> PyResult<()> {
         let line = self.text_arg()?;
-        let digits = line.strip_prefix(b"-").or_else(|| line.strip_prefix(b"+"));
-        let digits = digits.unwrap_or(&line);
+        // C stops reading at a NUL; an argument that is empty up to it reads as 0.
+        let text = line.split(|&b| b == 0).next().unwrap_or_default();
+        // `strtol` (and the check after it) accept C whitespace around the number, which
+        // includes \v, unlike `trim_ascii`.
+        let is_space = |b: &u8| b" \t\n\x0b\x0c\r".contains(b);
+        let start = text.iter().position(|b| !is_space(b)).unwrap_or(text.len());
+        let end = text
+            .iter()
+            .rposition(|b| !is_space(b))
+            .map_or(start, |i| i + 1);
+        let number = text.get(start..end).unwrap_or_default();
+        let digits = number
+            .strip_prefix(b"-")
+            .or_else(|| number.strip_prefix(b"+"));
+        let digits = digits.unwrap_or(number);
         let radix = if digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit() {
             8
         } else {
             10
         };
-        let obj = match parse_i64(&line, radix) {
+        let value = if text.is_empty() {
+            Some(0)
+        } else {
+            parse_i64(number, radix)
+        };
+        let obj = match value {
             Some(v @ (0 | 1)) if line.len() == 2 => {
-                // SAFETY: we hold the GIL; the booleans are immortal-or-refcounted singletons.
-                let b = unsafe { ffi::PyBool_FromLong(v as _) };
-                self.owned(b)?
+                // SAFETY: `boolean` returns a borrowed static object; this takes a reference.
+                unsafe { Bound::from_borrowed_ptr(self.py, capi::boolean(self.py, v == 1)) }
             }
-            // SAFETY: we hold the GIL; NULL is handled by `owned`.
-            Some(v) => self.owned(unsafe { ffi::PyLong_FromLongLong(v) })?,
+            Some(v) => self.owned(capi::long(self.py, v))?,
             None => self.long_from_text(line, 0, "could not convert string to int")?,
         };
         self.push_bound(obj);
@@ -172,8 +189,7 @@ impl<'py> Reader<'py> {
         if end.is_null() || unsafe { *end } != 0 {
             return Err(self.fail("could not convert string to float"));
         }
-        // SAFETY: we hold the GIL.
-        let obj = self.owned(unsafe { ffi::PyFloat_FromDouble(v) })?;
+        let obj = self.owned(capi::float(self.py, v))?;
         self.push_bound(obj);
         Ok(())
     }
@@ -211,7 +227,8 @@ impl<'py> Reader<'py> {
             return Err(self.truncated());
         };
         // SAFETY: `p..p+n` is the line just read from the live input; the decoder copies it.
-        let obj = unsafe { ffi::PyUnicode_DecodeRawUnicodeEscape(p.cast(), n as _, std::ptr::null()) };
+        let obj =
+            unsafe { ffi::PyUnicode_DecodeRawUnicodeEscape(p.cast(), n as _, std::ptr::null()) };
         let obj = self.owned(obj)?;
         self.push_bound(obj);
         Ok(())
@@ -258,8 +275,7 @@ impl<'py> Reader<'py> {
         let target = unsafe { Bound::from_borrowed_ptr(self.py, target) };
         if let Some(extend) = lookup_attr(&target, intern!(self.py, "extend").as_any())? {
             let n = self.stack.len() - x;
-            // SAFETY: we hold the GIL; NULL is handled by `owned`.
-            let slice = self.owned(unsafe { ffi::PyList_New(n as _) })?;
+            let slice = self.owned(capi::list(self.py, n))?;
             let l = slice.as_ptr();
             // SAFETY: `l` is a fresh list of size `n`; each slot gets one reference moved off
             // the stack.
@@ -276,13 +292,17 @@ impl<'py> Reader<'py> {
         Ok(())
     }
 
-    /// The generic half of `do_setitems`: `obj.__setitem__(key, value)` per pair.
+    /// The generic half of `do_setitems`: `PyObject_SetItem(obj, key, value)` per pair.
     pub(super) fn setitems_generic(&mut self, target: Owned, x: usize) -> PyResult<()> {
-        // SAFETY: `target` is a live object owned by the stack; this takes a new reference.
-        let target = unsafe { Bound::from_borrowed_ptr(self.py, target) };
-        let setitem = target.getattr(intern!(self.py, "__setitem__"))?;
         for i in (x..self.stack.len()).step_by(2) {
-            setitem.call1((self.stack_bound(i)?, self.stack_bound(i + 1)?))?;
+            let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
+                break;
+            };
+            // SAFETY: `target`, `k` and `v` are live objects owned by the stack, which
+            // Python code cannot reach; `PyObject_SetItem` takes its own references.
+            if unsafe { ffi::PyObject_SetItem(target, k, v) } < 0 {
+                return Err(self.fetch());
+            }
         }
         self.stack.truncate(x);
         Ok(())
@@ -295,8 +315,7 @@ impl<'py> Reader<'py> {
         if (len - start) % 2 != 0 {
             return Err(self.fail("odd number of items for DICT"));
         }
-        // SAFETY: we hold the GIL; NULL is handled by `owned`.
-        let dict = self.owned(unsafe { ffi::PyDict_New() })?;
+        let dict = self.owned(capi::dict(self.py))?;
         for i in (start..len).step_by(2) {
             let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
                 break;
@@ -380,19 +399,22 @@ impl<'py> Reader<'py> {
                     .filter(|t| t.len() == 2)
                     .map(|t| (t.get_item(0), t.get_item(1)));
                 match pair {
-                    Some((Ok(m), Ok(n))) if m.is_instance_of::<PyString>() && n.is_instance_of::<PyString>() => {
+                    Some((Ok(m), Ok(n)))
+                        if m.is_instance_of::<PyString>() && n.is_instance_of::<PyString>() =>
+                    {
                         module = m;
                         name = n;
                     }
                     _ => {
                         return Err(PyRuntimeError::new_err(format!(
-                            "_compat_pickle.NAME_MAPPING values should be 2-tuples of strings, not {}",
-                            type_name(&item)
-                        )))
+                        "_compat_pickle.NAME_MAPPING values should be 2-tuples of strings, not {}",
+                        type_name(&item)
+                    )))
                     }
                 }
             } else {
-                let import_mapping = IMPORT_MAPPING.import(py, "_compat_pickle", "IMPORT_MAPPING")?;
+                let import_mapping =
+                    IMPORT_MAPPING.import(py, "_compat_pickle", "IMPORT_MAPPING")?;
                 if let Some(item) = import_mapping.get_item(&module)? {
                     if !item.is_instance_of::<PyString>() {
                         return Err(PyRuntimeError::new_err(format!(
@@ -534,7 +556,8 @@ impl<'py> Reader<'py> {
         let callable = self.pop_bound()?;
         // SAFETY: both are live; NULL is handled by `owned`. A non-tuple `args` raises
         // TypeError("argument list must be a tuple") as in CPython.
-        let obj = self.owned(unsafe { ffi::PyObject_CallObject(callable.as_ptr(), args.as_ptr()) })?;
+        let obj =
+            self.owned(unsafe { ffi::PyObject_CallObject(callable.as_ptr(), args.as_ptr()) })?;
         self.push_bound(obj);
         Ok(())
     }
@@ -635,7 +658,8 @@ impl<'py> Reader<'py> {
                 let (key, value) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()?;
                 // SAFETY: all three objects are live; `PyObject_SetAttr` raises TypeError
                 // for a non-str key, as in CPython.
-                if unsafe { ffi::PyObject_SetAttr(inst.as_ptr(), key.as_ptr(), value.as_ptr()) } < 0 {
+                if unsafe { ffi::PyObject_SetAttr(inst.as_ptr(), key.as_ptr(), value.as_ptr()) } < 0
+                {
                     return Err(self.fetch());
                 }
             }

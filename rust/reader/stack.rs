@@ -191,7 +191,11 @@ impl Memo {
 
 impl Drop for Memo {
     fn drop(&mut self) {
-        for obj in self.dense.drain(..).chain(self.sparse.drain().map(|(_, v)| v)) {
+        for obj in self
+            .dense
+            .drain(..)
+            .chain(self.sparse.drain().map(|(_, v)| v))
+        {
             // SAFETY: the memo owned these references; we hold the GIL.
             unsafe { ffi::Py_DECREF(obj) };
         }
