@@ -51,7 +51,7 @@ def assert_same(expected, got):
             assert (math.isnan(a) and math.isnan(b)) or a == b, f"{path}: {a!r} != {b!r}"
         elif isinstance(a, list | tuple):
             assert len(a) == len(b), f"{path}: length {len(a)} != {len(b)}"
-            todo.extend((x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+            todo.extend((x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
         elif isinstance(a, dict):
             assert list(a) == list(b) or a.keys() == b.keys(), f"{path}: keys differ"
             todo.extend((a[k], b[k], f"{path}[{k!r}]") for k in a)

@@ -12,13 +12,12 @@ import sys
 import uuid
 
 import cloudpickle
+import ferropickle
 import numpy as np
 import pytest
+from _compare import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import ferropickle
-from _compare import assert_same
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 
@@ -55,7 +54,7 @@ class WithSlots:
 
 
 class SlotsAndDict:
-    __slots__ = ("x", "__dict__")
+    __slots__ = ("__dict__", "x")
 
     def __init__(self):
         self.x = 1
@@ -430,15 +429,17 @@ def test_pandas_dataframe():
 # ----- Python 2 streams ------------------------------------------------------------------
 
 # What Python 2.7's pickle wrote for: {'k': 'v\xe9', u'u\xe9': [1, 2L, 3.5, True]}.
-PY2_PROTO0 = (
-    b"(dp0\nS'k'\np1\nS'v\\xe9'\np2\nsVu\\u00e9\np3\n(lp4\nI1\naL2L\naF3.5\naI01\nas."
+PY2_PROTO0 = b"(dp0\nS'k'\np1\nS'v\\xe9'\np2\nsVu\\u00e9\np3\n(lp4\nI1\naL2L\naF3.5\naI01\nas."
+PY2_PROTO1 = (
+    b"}q\x00(U\x01kq\x01U\x02v\xe9q\x02X\x03\x00\x00\x00u\xc3\xa9q\x03"
+    b"]q\x04(K\x01\x8a\x01\x02G@\x0c\x00\x00\x00\x00\x00\x00\x88eu."
 )
-PY2_PROTO1 = b"}q\x00(U\x01kq\x01U\x02v\xe9q\x02X\x03\x00\x00\x00u\xc3\xa9q\x03]q\x04(K\x01\x8a\x01\x02G@\x0c\x00\x00\x00\x00\x00\x00\x88eu."
-PY2_PROTO2 = b"\x80\x02}q\x00(U\x01kq\x01U\x02v\xe9q\x02X\x03\x00\x00\x00u\xc3\xa9q\x03]q\x04(K\x01\x8a\x01\x02G@\x0c\x00\x00\x00\x00\x00\x00\x88eu."
+PY2_PROTO2 = b"\x80\x02" + PY2_PROTO1
 # Python 2.7: pickle.dumps(datetime.datetime(2020, 1, 2, 3, 4, 5), 2) and a set via
 # __builtin__ (remapped to builtins by fix_imports), and an old-style INST instance.
 PY2_DATETIME = (
-    b"\x80\x02cdatetime\ndatetime\nq\x00U\n\x07\xe4\x01\x02\x03\x04\x05\x00\x00\x00q\x01\x85q\x02Rq\x03."
+    b"\x80\x02cdatetime\ndatetime\nq\x00"
+    b"U\n\x07\xe4\x01\x02\x03\x04\x05\x00\x00\x00q\x01\x85q\x02Rq\x03."
 )
 PY2_SET = b"c__builtin__\nset\np0\n((lp1\nI1\naI2\natp2\nRp3\n."
 PY2_INST = b"(icollections\nOrderedDict\np0\n(dp1\nb."
@@ -541,7 +542,9 @@ scalars = (
 # NaN keys are excluded: NaN != NaN makes equal containers compare unequal.
 hashable_scalars = scalars.filter(lambda x: x == x)
 hashables = st.recursive(
-    hashable_scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=8
+    hashable_scalars,
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=8,
 )
 nested = st.recursive(
     scalars,
