@@ -472,6 +472,18 @@ impl<'py> Reader<'py> {
     #[inline(always)]
     fn push_utf8(&mut self, n: usize) -> PyResult<()> {
         let p = self.take(n)?;
+        // Pure-ASCII text (most keys and identifiers) is copied straight into a new compact
+        // ASCII string, skipping the decoder's setup. Lengths 0 and 1 go through the decoder,
+        // which returns CPython's cached singletons for them.
+        if n >= 2 {
+            // SAFETY: `p..p+n` is within the input (checked by `take`); the slice is dropped
+            // before any Python code runs.
+            let ascii = unsafe { std::slice::from_raw_parts(p, n) }.is_ascii();
+            if ascii {
+                let obj = capi::ascii_string(self.py, p, n);
+                return self.push_new(obj);
+            }
+        }
         // SAFETY: `p..p+n` is within the input (checked by `take`); `n <= isize::MAX`
         // because it fits in the buffer. The decoder copies the bytes.
         let obj = unsafe { ffi::PyUnicode_DecodeUTF8(p.cast(), n as _, c"surrogatepass".as_ptr()) };
@@ -598,15 +610,28 @@ impl<'py> Reader<'py> {
         };
         // SAFETY: `list` is a live object borrowed from the stack.
         if unsafe { ffi::PyList_CheckExact(list) } != 0 {
-            for i in x..len {
-                let Some(item) = self.stack.get(i) else { break };
-                // SAFETY: `list` is an exact list and `item` a live object, both owned by
-                // the stack; `PyList_Append` takes its own reference to `item`.
-                if unsafe { ffi::PyList_Append(list, item) } < 0 {
-                    return Err(self.fetch());
-                }
+            // Like `do_append`: move the items into a temporary list and splice it onto
+            // the end, so the target grows once per batch rather than once per item.
+            let slice = capi::list(self.py, len - x);
+            if slice.is_null() {
+                return Err(self.fetch());
             }
-            self.stack.truncate(x);
+            // SAFETY: `slice` is a fresh list of size `len - x`; each slot gets one
+            // reference moved off the stack.
+            self.stack.drain_from(x, |i, obj| unsafe {
+                ffi::PyList_SET_ITEM(slice, i as _, obj)
+            });
+            // SAFETY: `list` is an exact list and `slice` a full list, both live; the
+            // splice takes its own references to the items.
+            let status = unsafe {
+                let end = ffi::PyList_GET_SIZE(list);
+                let status = ffi::PyList_SetSlice(list, end, end, slice);
+                ffi::Py_DECREF(slice);
+                status
+            };
+            if status < 0 {
+                return Err(self.fetch());
+            }
             Ok(())
         } else {
             self.append_generic(list, x)
@@ -701,6 +726,23 @@ mod capi {
     pub(super) fn list(_py: Python<'_>, n: usize) -> *mut ffi::PyObject {
         // SAFETY: as for `tuple`.
         unsafe { ffi::PyList_New(n as ffi::Py_ssize_t) }
+    }
+
+    /// A new `str` holding the `n` ASCII bytes at `p`.
+    ///
+    /// The caller guarantees `p..p+n` is readable and pure ASCII, and `n <= isize::MAX`.
+    #[inline(always)]
+    pub(super) fn ascii_string(_py: Python<'_>, p: *const u8, n: usize) -> *mut ffi::PyObject {
+        // SAFETY: GIL held (token). A string created with maxchar 127 is a compact ASCII
+        // string whose data is `n` one-byte code units; we fill all of them before anyone
+        // else can see it, and ASCII input keeps the string valid.
+        unsafe {
+            let s = ffi::PyUnicode_New(n as ffi::Py_ssize_t, 127);
+            if !s.is_null() {
+                std::ptr::copy_nonoverlapping(p, ffi::PyUnicode_DATA(s).cast::<u8>(), n);
+            }
+            s
+        }
     }
 
     #[inline(always)]
