@@ -2,8 +2,9 @@
 //! pointers (no per-push refcount bookkeeping beyond what CPython's `Pdata` does) and
 //! releasing everything they still own when dropped, so an error anywhere leaks nothing.
 
+use std::collections::HashMap;
+
 use pyo3::ffi;
-use rustc_hash::FxHashMap;
 
 /// A strong reference owned by the stack or memo.
 pub(super) type Owned = *mut ffi::PyObject;
@@ -136,16 +137,20 @@ impl Drop for Stack {
 ///
 /// Invariant: every index below `dense.len()` lives in `dense`; `sparse` holds only larger
 /// indices. So `len()` (the number of distinct indices, used by MEMOIZE) is the sum of both.
+///
+/// `sparse` keeps std's randomly seeded SipHash: its keys are attacker-chosen (PUT takes any
+/// 64-bit decimal), and a fixed hash like FxHash could be fed colliding keys to make every
+/// insert a long probe, turning a small stream into a quadratic-time hang.
 pub(super) struct Memo {
     dense: Vec<Owned>,
-    sparse: FxHashMap<usize, Owned>,
+    sparse: HashMap<usize, Owned>,
 }
 
 impl Memo {
     pub(super) fn new() -> Self {
         Memo {
             dense: Vec::with_capacity(32),
-            sparse: FxHashMap::default(),
+            sparse: HashMap::new(),
         }
     }
 
