@@ -46,18 +46,19 @@ pub fn loads<'py>(
     errors: &str,
     buffers: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let encoding_is_bytes = encoding == "bytes";
-    let encoding = CString::new(encoding)
-        .map_err(|_| PyValueError::new_err("embedded null character in encoding"))?;
-    let errors = CString::new(errors)
-        .map_err(|_| PyValueError::new_err("embedded null character in errors"))?;
+    // Arguments are checked in `_pickle_loads_impl`'s order: input, buffers, encoding.
+    let source = InputBuffer::new(data)?;
     // Like `_Unpickler_SetBuffers`: the iterator is taken up front, so a non-iterable
     // `buffers` fails even if the stream never uses it.
     let buffers = buffers
         .filter(|b| !b.is_none())
         .map(|b| b.try_iter())
         .transpose()?;
-    let source = InputBuffer::new(data)?;
+    let encoding_is_bytes = encoding == "bytes";
+    let encoding = CString::new(encoding)
+        .map_err(|_| PyValueError::new_err("embedded null character in encoding"))?;
+    let errors = CString::new(errors)
+        .map_err(|_| PyValueError::new_err("embedded null character in errors"))?;
     let mut reader = Reader {
         py,
         input: source.cursor(),
