@@ -1,0 +1,732 @@
+//! The rarer opcodes: protocol 0/1 text arguments, globals (`find_class`), object
+//! construction (REDUCE, NEWOBJ, INST/OBJ, BUILD), extensions and out-of-band buffers, plus
+//! the generic (non-list, non-dict, non-set) paths of the container-filling opcodes.
+//!
+//! Each function names the `Modules/_pickle.c` function it mirrors.
+
+use std::ffi::CStr;
+
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use super::input::owned_line;
+use super::stack::Owned;
+use super::{capi, Reader};
+
+/// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
+fn lookup_attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    // SAFETY: both objects are live; a NULL result is handled below.
+    let attr = unsafe { ffi::PyObject_GetAttr(obj.as_ptr(), name.as_ptr()) };
+    // SAFETY: `attr` is a new reference or NULL with an exception set.
+    match unsafe { Bound::from_owned_ptr_or_err(obj.py(), attr) } {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<PyAttributeError>(obj.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The C-level type name of `obj`'s type (`Py_TYPE(obj)->tp_name`), as CPython's messages use.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: `obj` is live, so its type is; `tp_name` is a NUL-terminated C string owned by
+    // the type object.
+    unsafe { CStr::from_ptr((*ffi::Py_TYPE(obj.as_ptr())).tp_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `[+-]?digits` in `radix` as an `i64`, or `None` if it is not that or might overflow (the
+/// caller then falls back to Python's arbitrary-precision parser).
+fn parse_i64(s: &[u8], radix: u32) -> Option<i64> {
+    let (neg, digits) = match s.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        let d = char::from(d).to_digit(radix)?;
+        v = v * i64::from(radix) + i64::from(d);
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// `s` up to its first NUL, NUL-terminated: how the C unpickler hands a text argument to
+/// `PyLong_FromString` / `PyOS_string_to_double` (which stop at the NUL).
+fn c_text(mut s: Vec<u8>) -> Vec<u8> {
+    if let Some(nul) = s.iter().position(|&b| b == 0) {
+        s.truncate(nul);
+    }
+    s.push(0);
+    s
+}
+
+impl<'py> Reader<'py> {
+    /// A text argument line (without its `\n`). Like `_Unpickler_Readline` plus the
+    /// `len < 2` checks of the C loaders, a missing newline or an empty argument means
+    /// truncated data.
+    fn text_arg(&mut self) -> PyResult<Vec<u8>> {
+        match self.input.line() {
+            Some(line) if line.1 > 0 => Ok(owned_line(line)),
+            _ => Err(self.truncated()),
+        }
+    }
+
+    /// An `UnpicklingError` for this opcode that keeps the Python error it replaces as
+    /// `__cause__` (used for unparsable text literals).
+    #[cold]
+    #[inline(never)]
+    fn fail_caused(&self, msg: &str, cause: PyErr) -> PyErr {
+        let err = self.fail(format!("{msg}: {}", cause.value(self.py)));
+        err.set_cause(self.py, Some(cause));
+        err
+    }
+
+    /// Wrap a new reference from a C API call that may have failed.
+    fn owned(&self, obj: *mut ffi::PyObject) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: `obj` is a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(self.py, obj) }
+    }
+
+    /// Push a `Bound`, giving its reference to the stack.
+    fn push_bound(&mut self, obj: Bound<'py, PyAny>) {
+        self.stack.push(obj.into_ptr());
+    }
+
+    /// The object at stack position `i` as a new `Bound` (callers check `i < len`).
+    fn stack_bound(&self, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let obj: Owned = self.stack.get(i).ok_or_else(|| self.underflow())?;
+        // SAFETY: `obj` is a live object owned by the stack; this takes a new reference.
+        Ok(unsafe { Bound::from_borrowed_ptr(self.py, obj) })
+    }
+
+    /// `Python int(text, 0)` through `PyLong_FromString`, as the C loaders parse text ints.
+    fn long_from_text(&self, text: Vec<u8>, base: i32, what: &str) -> PyResult<Bound<'py, PyAny>> {
+        let text = c_text(text);
+        // SAFETY: `text` is NUL-terminated and outlives the call, which copies what it needs.
+        let obj =
+            unsafe { ffi::PyLong_FromString(text.as_ptr().cast(), std::ptr::null_mut(), base) };
+        self.owned(obj).map_err(|e| self.fail_caused(what, e))
+    }
+
+    /// INT (`load_int`): decimal, or `0x`/`0o`/`0b`/leading-zero octal as C's `strtol`
+    /// base 0 reads it; exactly two characters parsing to 0 or 1 ("00"/"01") are protocol 0's
+    /// `False`/`True`.
+    pub(super) fn load_int(&mut self) -> PyResult<()> {
+        let line = self.text_arg()?;
+        // C stops reading at a NUL; an argument that is empty up to it reads as 0.
+        let text = line.split(|&b| b == 0).next().unwrap_or_default();
+        // `strtol` (and the check after it) accept C whitespace around the number, which
+        // includes \v, unlike `trim_ascii`.
+        let is_space = |b: &u8| b" \t\n\x0b\x0c\r".contains(b);
+        let start = text.iter().position(|b| !is_space(b)).unwrap_or(text.len());
+        let end = text
+            .iter()
+            .rposition(|b| !is_space(b))
+            .map_or(start, |i| i + 1);
+        let number = text.get(start..end).unwrap_or_default();
+        let digits = number
+            .strip_prefix(b"-")
+            .or_else(|| number.strip_prefix(b"+"));
+        let digits = digits.unwrap_or(number);
+        let radix = if digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit() {
+            8
+        } else {
+            10
+        };
+        let value = if text.is_empty() {
+            Some(0)
+        } else {
+            parse_i64(number, radix)
+        };
+        let obj = match value {
+            Some(v @ (0 | 1)) if line.len() == 2 => {
+                // SAFETY: `boolean` returns a borrowed static object; this takes a reference.
+                unsafe { Bound::from_borrowed_ptr(self.py, capi::boolean(self.py, v == 1)) }
+            }
+            Some(v) => self.owned(capi::long(self.py, v))?,
+            None => self.long_from_text(line, 0, "could not convert string to int")?,
+        };
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// LONG (`load_long`): Python 2 `repr(long)`; the trailing `L` is optional.
+    pub(super) fn load_long(&mut self) -> PyResult<()> {
+        let mut line = self.text_arg()?;
+        if line.last() == Some(&b'L') {
+            line.pop();
+        }
+        let obj = self.long_from_text(line, 0, "invalid LONG literal")?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// FLOAT (`load_float`): `PyOS_string_to_double` over the whole argument.
+    pub(super) fn load_float(&mut self) -> PyResult<()> {
+        let text = c_text(self.text_arg()?);
+        let mut end: *mut std::ffi::c_char = std::ptr::null_mut();
+        // SAFETY: `text` is NUL-terminated and outlives the call; `end` receives a pointer
+        // into it; `PyExc_OverflowError` is a valid exception type.
+        let v = unsafe {
+            ffi::PyOS_string_to_double(text.as_ptr().cast(), &mut end, ffi::PyExc_OverflowError)
+        };
+        if v == -1.0 {
+            if let Some(err) = PyErr::take(self.py) {
+                return Err(self.fail_caused("could not convert string to float", err));
+            }
+        }
+        // SAFETY: `end` points into `text` (at worst at its terminating NUL).
+        if end.is_null() || unsafe { *end } != 0 {
+            return Err(self.fail("could not convert string to float"));
+        }
+        let obj = self.owned(capi::float(self.py, v))?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// STRING (`load_string`): a quoted Python 2 `repr(str)`, unescaped with
+    /// `codecs.escape_decode` and then decoded like BINSTRING.
+    pub(super) fn load_string(&mut self) -> PyResult<()> {
+        let line = match self.input.line() {
+            Some(line) => owned_line(line),
+            None => return Err(self.truncated()),
+        };
+        let inner = match line.as_slice() {
+            [q, inner @ .., last] if q == last && (*q == b'\'' || *q == b'"') => inner,
+            _ => return Err(self.fail("the STRING opcode argument must be quoted")),
+        };
+        static ESCAPE_DECODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let escape_decode = ESCAPE_DECODE.import(self.py, "codecs", "escape_decode")?;
+        let decoded = escape_decode.call1((pyo3::types::PyBytes::new(self.py, inner),))?;
+        let raw = decoded.get_item(0)?;
+        let obj = if self.encoding_is_bytes {
+            raw
+        } else {
+            let raw = raw.cast_into::<pyo3::types::PyBytes>()?;
+            let bytes = raw.as_bytes();
+            let s = self.decode_string(bytes.as_ptr(), bytes.len());
+            self.owned(s)?
+        };
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// UNICODE (`load_unicode`): raw-unicode-escape text.
+    pub(super) fn load_unicode(&mut self) -> PyResult<()> {
+        let Some((p, n)) = self.input.line() else {
+            return Err(self.truncated());
+        };
+        // SAFETY: `p..p+n` is the line just read from the live input; the decoder copies it.
+        let obj =
+            unsafe { ffi::PyUnicode_DecodeRawUnicodeEscape(p.cast(), n as _, std::ptr::null()) };
+        let obj = self.owned(obj)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// A decimal memo index for PUT/GET (`PyLong_FromString(s, NULL, 10)` in C).
+    fn index_from_text(&self, line: Vec<u8>) -> PyResult<i64> {
+        if let Some(v) = parse_i64(line.trim_ascii(), 10) {
+            return Ok(v);
+        }
+        self.long_from_text(line, 10, "invalid memo index")?
+            .extract::<i64>()
+            .map_err(|e| self.fail_caused("invalid memo index", e))
+    }
+
+    /// PUT (`load_put`).
+    pub(super) fn load_put(&mut self) -> PyResult<()> {
+        // The C code reads the argument, then checks the stack, then parses.
+        let line = self.text_arg()?;
+        let top = self.top()?;
+        let idx = self.index_from_text(line)?;
+        let idx = usize::try_from(idx).map_err(|_| self.fail("negative PUT argument"))?;
+        self.memo.put(idx, top);
+        Ok(())
+    }
+
+    /// GET (`load_get`).
+    pub(super) fn load_get(&mut self) -> PyResult<()> {
+        let line = self.text_arg()?;
+        let idx = self.index_from_text(line)?;
+        match usize::try_from(idx).ok().and_then(|i| self.memo.get(i)) {
+            Some(obj) => {
+                self.push_borrowed(obj);
+                Ok(())
+            }
+            None => Err(self.fail(format!("Memo value not found at index {idx}"))),
+        }
+    }
+
+    /// The generic half of `do_append`: call `extend(items)` if the object has it, else
+    /// `append(item)` for each item.
+    pub(super) fn append_generic(&mut self, target: Owned, x: usize) -> PyResult<()> {
+        // SAFETY: `target` is a live object owned by the stack; this takes a new reference.
+        let target = unsafe { Bound::from_borrowed_ptr(self.py, target) };
+        if let Some(extend) = lookup_attr(&target, intern!(self.py, "extend").as_any())? {
+            let n = self.stack.len() - x;
+            let slice = self.owned(capi::list(self.py, n))?;
+            let l = slice.as_ptr();
+            // SAFETY: `l` is a fresh list of size `n`; each slot gets one reference moved off
+            // the stack.
+            self.stack
+                .drain_from(x, |i, obj| unsafe { ffi::PyList_SET_ITEM(l, i as _, obj) });
+            extend.call1((slice,))?;
+        } else {
+            let append = target.getattr(intern!(self.py, "append"))?;
+            for i in x..self.stack.len() {
+                append.call1((self.stack_bound(i)?,))?;
+            }
+            self.stack.truncate(x);
+        }
+        Ok(())
+    }
+
+    /// The generic half of `do_setitems`: `PyObject_SetItem(obj, key, value)` per pair.
+    pub(super) fn setitems_generic(&mut self, target: Owned, x: usize) -> PyResult<()> {
+        for i in (x..self.stack.len()).step_by(2) {
+            let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
+                break;
+            };
+            // SAFETY: `target`, `k` and `v` are live objects owned by the stack, which
+            // Python code cannot reach; `PyObject_SetItem` takes its own references.
+            if unsafe { ffi::PyObject_SetItem(target, k, v) } < 0 {
+                return Err(self.fetch());
+            }
+        }
+        self.stack.truncate(x);
+        Ok(())
+    }
+
+    /// DICT (`load_dict`).
+    pub(super) fn load_dict(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        let len = self.stack.len();
+        if (len - start) % 2 != 0 {
+            return Err(self.fail("odd number of items for DICT"));
+        }
+        let dict = self.owned(capi::dict(self.py))?;
+        for i in (start..len).step_by(2) {
+            let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
+                break;
+            };
+            // SAFETY: `dict` is a fresh dict; `k`, `v` are live objects owned by the stack.
+            if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), k, v) } < 0 {
+                return Err(self.fetch());
+            }
+        }
+        self.stack.truncate(start);
+        self.push_bound(dict);
+        Ok(())
+    }
+
+    /// FROZENSET (`load_frozenset`).
+    pub(super) fn load_frozenset(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        let items = self.new_tuple_from(start)?;
+        // SAFETY: `items` is a new tuple reference we own.
+        let items = unsafe { Bound::from_owned_ptr(self.py, items) };
+        // SAFETY: `items` is a live tuple; NULL is handled by `owned`.
+        let fs = self.owned(unsafe { ffi::PyFrozenSet_New(items.as_ptr()) })?;
+        self.push_bound(fs);
+        Ok(())
+    }
+
+    /// ADDITEMS (`load_additems`): `PySet_Add` for sets (and subclasses), else `add(item)`.
+    pub(super) fn load_additems(&mut self) -> PyResult<()> {
+        let mark = self.marker()?;
+        let len = self.stack.len();
+        if mark > len || mark <= self.stack.fence() {
+            return Err(self.underflow());
+        }
+        if len == mark {
+            return Ok(());
+        }
+        let target = self.stack_bound(mark - 1)?;
+        // SAFETY: `target` is live.
+        if unsafe { ffi::PySet_Check(target.as_ptr()) } != 0 {
+            for i in mark..len {
+                let Some(item) = self.stack.get(i) else { break };
+                // SAFETY: `target` is a set; `item` a live object owned by the stack;
+                // `PySet_Add` takes its own reference.
+                if unsafe { ffi::PySet_Add(target.as_ptr(), item) } < 0 {
+                    return Err(self.fetch());
+                }
+            }
+        } else {
+            let add = target.getattr(intern!(self.py, "add"))?;
+            for i in mark..len {
+                add.call1((self.stack_bound(i)?,))?;
+            }
+        }
+        self.stack.truncate(mark);
+        Ok(())
+    }
+
+    /// `find_class` (`_pickle_Unpickler_find_class_impl`): audit hook, Python 2 name
+    /// mapping for protocols < 3, `PyImport_Import`, then attribute lookup (dotted paths
+    /// allowed from protocol 4).
+    fn find_class(
+        &self,
+        module: Bound<'py, PyAny>,
+        name: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        static AUDIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        AUDIT
+            .import(py, "sys", "audit")?
+            .call1(("pickle.find_class", &module, &name))?;
+        let (mut module, mut name) = (module, name);
+        if self.proto < 3 && self.fix_imports {
+            static NAME_MAPPING: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+            static IMPORT_MAPPING: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+            let key = PyTuple::new(py, [&module, &name])?;
+            let name_mapping = NAME_MAPPING.import(py, "_compat_pickle", "NAME_MAPPING")?;
+            if let Some(item) = name_mapping.get_item(&key)? {
+                let pair = item
+                    .cast::<PyTuple>()
+                    .ok()
+                    .filter(|t| t.len() == 2)
+                    .map(|t| (t.get_item(0), t.get_item(1)));
+                match pair {
+                    Some((Ok(m), Ok(n)))
+                        if m.is_instance_of::<PyString>() && n.is_instance_of::<PyString>() =>
+                    {
+                        module = m;
+                        name = n;
+                    }
+                    _ => {
+                        return Err(PyRuntimeError::new_err(format!(
+                        "_compat_pickle.NAME_MAPPING values should be 2-tuples of strings, not {}",
+                        type_name(&item)
+                    )))
+                    }
+                }
+            } else {
+                let import_mapping =
+                    IMPORT_MAPPING.import(py, "_compat_pickle", "IMPORT_MAPPING")?;
+                if let Some(item) = import_mapping.get_item(&module)? {
+                    if !item.is_instance_of::<PyString>() {
+                        return Err(PyRuntimeError::new_err(format!(
+                            "_compat_pickle.IMPORT_MAPPING values should be strings, not {}",
+                            type_name(&item)
+                        )));
+                    }
+                    module = item;
+                }
+            }
+        }
+        // `PyImport_Import` (not `PyImport_GetModule`) so partially initialised modules are
+        // not returned, as in CPython (bpo-20664).
+        // SAFETY: `module` is a live str; NULL is handled by `owned`.
+        let module = self.owned(unsafe { ffi::PyImport_Import(module.as_ptr()) })?;
+        let found = if self.proto >= 4 {
+            // `get_dotted_path` + `get_deep_attribute`.
+            let parts = name.call_method1(intern!(py, "split"), (".",))?;
+            let parts = parts.cast_into::<PyList>()?;
+            for part in parts.iter() {
+                if part.eq("<locals>")? {
+                    return Err(PyAttributeError::new_err(format!(
+                        "Can't pickle local attribute {} on {}",
+                        name.repr()?,
+                        module.repr()?
+                    )));
+                }
+            }
+            let mut obj = Some(module.clone());
+            for part in parts.iter() {
+                obj = match obj {
+                    Some(o) => lookup_attr(&o, &part)?,
+                    None => break,
+                };
+            }
+            obj
+        } else {
+            lookup_attr(&module, &name)?
+        };
+        match found {
+            Some(obj) => Ok(obj),
+            None => Err(PyAttributeError::new_err(format!(
+                "Can't get attribute {} on {}",
+                name.repr()?,
+                module.repr()?
+            ))),
+        }
+    }
+
+    /// A module or class name argument of GLOBAL/INST: a non-empty line, decoded strictly.
+    fn name_arg(&mut self, ascii: bool) -> PyResult<Bound<'py, PyAny>> {
+        let Some((p, n)) = self.input.line().filter(|l| l.1 > 0) else {
+            return Err(self.truncated());
+        };
+        // SAFETY: `p..p+n` is the line just read from the live input; the decoders copy it.
+        let s = unsafe {
+            if ascii {
+                ffi::PyUnicode_DecodeASCII(p.cast(), n as _, c"strict".as_ptr())
+            } else {
+                ffi::PyUnicode_DecodeUTF8(p.cast(), n as _, c"strict".as_ptr())
+            }
+        };
+        self.owned(s)
+    }
+
+    /// GLOBAL (`load_global`).
+    pub(super) fn load_global(&mut self) -> PyResult<()> {
+        let module = self.name_arg(false)?;
+        let name = self.name_arg(false)?;
+        let obj = self.find_class(module, name)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// STACK_GLOBAL (`load_stack_global`).
+    pub(super) fn load_stack_global(&mut self) -> PyResult<()> {
+        let name = self.pop_bound()?;
+        let module = self.pop_bound()?;
+        if !module.is_exact_instance_of::<PyString>() || !name.is_exact_instance_of::<PyString>() {
+            return Err(self.fail("STACK_GLOBAL requires str"));
+        }
+        let obj = self.find_class(module, name)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// `instantiate()` for INST/OBJ: `cls.__new__(cls)` when there are no arguments and the
+    /// class has no `__getinitargs__`, else `cls(*args)`.
+    fn instantiate(
+        &self,
+        cls: &Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: `cls` is live.
+        if args.is_empty() && unsafe { ffi::PyType_Check(cls.as_ptr()) } != 0 {
+            let initargs = lookup_attr(cls, intern!(self.py, "__getinitargs__").as_any())?;
+            if initargs.is_none() {
+                return cls.call_method1(intern!(self.py, "__new__"), (cls,));
+            }
+        }
+        cls.call1(args)
+    }
+
+    /// The objects from `start` up, moved off the stack into a tuple.
+    fn pop_tuple(&mut self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let t = self.new_tuple_from(start)?;
+        // SAFETY: `t` is a new tuple reference we own.
+        Ok(unsafe { Bound::from_owned_ptr(self.py, t).cast_into_unchecked() })
+    }
+
+    /// INST (`load_inst`): MARK args... INST module\nname\n.
+    pub(super) fn load_inst(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        let module = self.name_arg(true)?;
+        let name = self.name_arg(true)?;
+        let cls = self.find_class(module, name)?;
+        let args = self.pop_tuple(start)?;
+        let obj = self.instantiate(&cls, args)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// OBJ (`load_obj`): MARK cls args... OBJ.
+    pub(super) fn load_obj(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        if self.stack.len() < start + 1 {
+            return Err(self.underflow());
+        }
+        let args = self.pop_tuple(start + 1)?;
+        let cls = self.pop_bound()?;
+        let obj = self.instantiate(&cls, args)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// REDUCE (`load_reduce`): `callable(*args)`; `PyObject_CallObject` insists on a tuple.
+    pub(super) fn load_reduce(&mut self) -> PyResult<()> {
+        let args = self.pop_bound()?;
+        let callable = self.pop_bound()?;
+        // SAFETY: both are live; NULL is handled by `owned`. A non-tuple `args` raises
+        // TypeError("argument list must be a tuple") as in CPython.
+        let obj =
+            self.owned(unsafe { ffi::PyObject_CallObject(callable.as_ptr(), args.as_ptr()) })?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// NEWOBJ / NEWOBJ_EX (`load_newobj`): `cls.__new__(cls, *args, **kwargs)` through the
+    /// type's `tp_new` slot, with CPython's argument checks.
+    pub(super) fn load_newobj(&mut self, use_kwargs: bool) -> PyResult<()> {
+        let kwargs = if use_kwargs {
+            Some(self.pop_bound()?)
+        } else {
+            None
+        };
+        let args = self.pop_bound()?;
+        let cls = self.pop_bound()?;
+        // SAFETY: `cls` is live.
+        if unsafe { ffi::PyType_Check(cls.as_ptr()) } == 0 {
+            return Err(self.fail(format!(
+                "class argument must be a type, not {}",
+                type_name(&cls)
+            )));
+        }
+        let tp = cls.as_ptr().cast::<ffi::PyTypeObject>();
+        // SAFETY: `cls` is a type object, so `tp` points to a live `PyTypeObject`.
+        let Some(tp_new) = (unsafe { (*tp).tp_new }) else {
+            // SAFETY: as above; `tp_name` is a NUL-terminated string owned by the type.
+            let name = unsafe { CStr::from_ptr((*tp).tp_name) }.to_string_lossy();
+            return Err(self.fail(format!("class argument '{name}' doesn't have __new__")));
+        };
+        if !args.is_instance_of::<PyTuple>() {
+            return Err(self.fail(format!(
+                "args argument must be a tuple, not {}",
+                type_name(&args)
+            )));
+        }
+        let kwargs_ptr = match &kwargs {
+            Some(kw) if !kw.is_instance_of::<PyDict>() => {
+                return Err(self.fail(format!(
+                    "kwargs argument must be a dict, not {}",
+                    type_name(kw)
+                )));
+            }
+            Some(kw) => kw.as_ptr(),
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: `tp_new` is the type's own slot, called with the type, a tuple and a dict
+        // (or NULL) exactly as `_pickle.c` does; NULL is handled by `owned`.
+        let obj = self.owned(unsafe { tp_new(tp, args.as_ptr(), kwargs_ptr) })?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// BUILD (`load_build`): `inst.__setstate__(state)` if defined; otherwise `state` (or
+    /// the first half of a `(state, slotstate)` pair) updates `inst.__dict__` with interned
+    /// str keys, and `slotstate` is applied with `setattr`.
+    pub(super) fn load_build(&mut self) -> PyResult<()> {
+        let py = self.py;
+        if self.stack.len() < self.stack.fence() + 2 {
+            return Err(self.underflow());
+        }
+        let state = self.pop_bound()?;
+        let inst = self.stack_bound(self.stack.len() - 1)?;
+        if let Some(setstate) = lookup_attr(&inst, intern!(py, "__setstate__").as_any())? {
+            setstate.call1((state,))?;
+            return Ok(());
+        }
+        let (state, slotstate) = match state.cast::<PyTuple>() {
+            Ok(t) if t.len() == 2 => (t.get_item(0)?, Some(t.get_item(1)?)),
+            _ => (state, None),
+        };
+        if !state.is_none() {
+            let Ok(state) = state.cast::<PyDict>() else {
+                return Err(self.fail("state is not a dictionary"));
+            };
+            let inst_dict = inst.getattr(intern!(py, "__dict__"))?;
+            // Iterate over a snapshot: `__setitem__`/`__hash__` may run Python code that
+            // mutates `state`.
+            for item in state.items().iter() {
+                let (key, value) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()?;
+                let key = if key.is_exact_instance_of::<PyString>() {
+                    let mut p = key.into_ptr();
+                    // SAFETY: `p` is an owned reference to an exact str; interning may
+                    // replace it with another owned reference, which we then own.
+                    unsafe {
+                        ffi::PyUnicode_InternInPlace(&mut p);
+                        Bound::from_owned_ptr(py, p)
+                    }
+                } else {
+                    key
+                };
+                inst_dict.set_item(key, value)?;
+            }
+        }
+        if let Some(slotstate) = slotstate {
+            let Ok(slotstate) = slotstate.cast::<PyDict>() else {
+                return Err(self.fail("slot state is not a dictionary"));
+            };
+            for item in slotstate.items().iter() {
+                let (key, value) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()?;
+                // SAFETY: all three objects are live; `PyObject_SetAttr` raises TypeError
+                // for a non-str key, as in CPython.
+                if unsafe { ffi::PyObject_SetAttr(inst.as_ptr(), key.as_ptr(), value.as_ptr()) } < 0
+                {
+                    return Err(self.fetch());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// EXT1/EXT2/EXT4 (`load_extension`): the copyreg extension registry.
+    pub(super) fn load_extension(&mut self, code: i64) -> PyResult<()> {
+        let py = self.py;
+        if code <= 0 {
+            return Err(self.fail("EXT specifies code <= 0"));
+        }
+        let copyreg = py.import("copyreg")?;
+        let cache = copyreg.getattr("_extension_cache")?;
+        let cache = cache.cast::<PyDict>()?;
+        if let Some(obj) = cache.get_item(code)? {
+            self.push_bound(obj);
+            return Ok(());
+        }
+        let registry = copyreg.getattr("_inverted_registry")?;
+        let Some(pair) = registry.cast::<PyDict>()?.get_item(code)? else {
+            return Err(self.fail(format!("unregistered extension code {code}")));
+        };
+        let names = pair
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .and_then(|t| Some((t.get_item(0).ok()?, t.get_item(1).ok()?)))
+            .filter(|(m, n)| m.is_instance_of::<PyString>() && n.is_instance_of::<PyString>());
+        let Some((module, name)) = names else {
+            return Err(PyValueError::new_err(format!(
+                "_inverted_registry[{code}] isn't a 2-tuple of strings"
+            )));
+        };
+        let obj = self.find_class(module, name)?;
+        cache.set_item(code, &obj)?;
+        self.push_bound(obj);
+        Ok(())
+    }
+
+    /// NEXT_BUFFER (`load_next_buffer`): the next object of the `buffers` iterable.
+    pub(super) fn load_next_buffer(&mut self) -> PyResult<()> {
+        let Some(buffers) = &self.buffers else {
+            return Err(self.fail(
+                "pickle stream refers to out-of-band data but no *buffers* argument was given",
+            ));
+        };
+        match buffers.clone().next() {
+            Some(buf) => {
+                self.push_bound(buf?);
+                Ok(())
+            }
+            None => Err(self.fail("not enough out-of-band buffers")),
+        }
+    }
+
+    /// READONLY_BUFFER (`load_readonly_buffer`): make the top object a read-only
+    /// memoryview unless it already is read-only.
+    pub(super) fn load_readonly_buffer(&mut self) -> PyResult<()> {
+        let top = self.top()?;
+        // SAFETY: `top` is live; NULL is handled by `owned`.
+        let view = self.owned(unsafe { ffi::PyMemoryView_FromObject(top) })?;
+        if !view.getattr(intern!(self.py, "readonly"))?.is_truthy()? {
+            let ro = view.call_method0(intern!(self.py, "toreadonly"))?;
+            self.stack.replace_top(ro.into_ptr());
+        }
+        Ok(())
+    }
+}
