@@ -51,6 +51,70 @@ enum Target {
 struct Entry {
     target: Target,
     kind: Kind,
+    /// For `ByRef`: where the name pointed when classified, re-checked on every use.
+    anchor: Option<Anchor>,
+}
+
+/// How `sys.modules[module]` led to the object when it was classified by reference. Rebinding
+/// the name (`importlib.reload`, monkeypatching `mod.f` or `Class.f`) or replacing the module
+/// makes a remembered decision stale, so the walk is repeated on every use: a dict lookup for a
+/// plain name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name
+/// every time too; we skip the import and the module-name search.) The module is compared by
+/// address so the cache pins nothing; the object itself is guarded by `Target`.
+struct Anchor {
+    module: usize,
+    path: Vec<Py<PyString>>,
+}
+
+impl Anchor {
+    fn clone_ref(&self, py: Python<'_>) -> Anchor {
+        Anchor {
+            module: self.module,
+            path: self.path.iter().map(|p| p.clone_ref(py)).collect(),
+        }
+    }
+
+    /// Whether `sys.modules[module_name]` is still the same module and the path still leads
+    /// from it to `obj`.
+    fn holds(
+        &self,
+        py: Python<'_>,
+        module_name: &Bound<'_, PyString>,
+        obj: &Bound<'_, PyAny>,
+    ) -> bool {
+        let Some((first, rest)) = self.path.split_first() else {
+            return false;
+        };
+        // SAFETY: `PyImport_GetModuleDict`, `PyModule_GetDict` and `PyDict_GetItemWithError`
+        // return borrowed references (or NULL); `sys.modules` keeps the module and its dict
+        // alive while we read them, and the value found is owned before any code can run.
+        let top = unsafe {
+            let modules = ffi::PyImport_GetModuleDict();
+            let module = ffi::PyDict_GetItemWithError(modules, module_name.as_ptr());
+            if module.is_null()
+                || module as usize != self.module
+                || ffi::PyModule_Check(module) == 0
+            {
+                let _ = PyErr::take(py);
+                return false;
+            }
+            let dict = ffi::PyModule_GetDict(module);
+            let top = ffi::PyDict_GetItemWithError(dict, first.as_ptr());
+            if top.is_null() {
+                let _ = PyErr::take(py);
+                return false;
+            }
+            Bound::from_borrowed_ptr(py, top)
+        };
+        let mut found = top;
+        for part in rest {
+            match found.getattr(part.bind(py)) {
+                Ok(next) => found = next,
+                Err(_) => return false,
+            }
+        }
+        found.is(obj)
+    }
 }
 
 /// Entries beyond this are pruned (dead ones first); a process has far fewer live globals.
@@ -106,19 +170,33 @@ pub fn clear() {
     drop(old);
 }
 
-/// The remembered decision for `obj`, if it is still the object that was classified.
+/// The remembered decision for `obj`, if it is still the object that was classified and, for a
+/// by-reference one, its name still leads to it.
 #[inline]
 pub fn cached(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Kind> {
-    let cache = lock();
-    let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
-    let alive = match &entry.target {
-        Target::Weak(w) => w
-            .bind(py)
-            .upgrade()
-            .is_some_and(|o| o.as_ptr() == obj.as_ptr()),
-        Target::Strong { .. } => true,
+    let (kind, anchor) = {
+        let cache = lock();
+        let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
+        let alive = match &entry.target {
+            Target::Weak(w) => w
+                .bind(py)
+                .upgrade()
+                .is_some_and(|o| o.as_ptr() == obj.as_ptr()),
+            Target::Strong { .. } => true,
+        };
+        if !alive {
+            return None;
+        }
+        let anchor = entry.anchor.as_ref().map(|a| a.clone_ref(py));
+        (entry.kind.clone_ref(py), anchor)
     };
-    alive.then(|| entry.kind.clone_ref(py))
+    // Checked outside the lock: a dict lookup may call a key's `__eq__`.
+    if let (Kind::ByRef { module, .. }, Some(anchor)) = (&kind, &anchor) {
+        if !anchor.holds(py, module.bind(py), obj) {
+            return None;
+        }
+    }
+    Some(kind)
 }
 
 /// Classifies `obj` (a function, class or builtin) and remembers the answer. `name` is the
@@ -129,7 +207,7 @@ pub fn classify(
     obj: &Bound<'_, PyAny>,
     name: Option<&Bound<'_, PyString>>,
 ) -> PyResult<Kind> {
-    let kind = compute(py, lookup, obj, name)?;
+    let (kind, anchor) = compute(py, lookup, obj, name)?;
     let target = match PyWeakrefReference::new(obj) {
         Ok(w) => Target::Weak(w.unbind()),
         Err(e) if e.is_instance_of::<PyTypeError>(py) => Target::Strong {
@@ -149,6 +227,7 @@ pub fn classify(
             Entry {
                 target,
                 kind: kind.clone_ref(py),
+                anchor,
             },
         );
         evicted
@@ -165,7 +244,7 @@ fn compute(
     lookup: &Lookup,
     obj: &Bound<'_, PyAny>,
     name: Option<&Bound<'_, PyString>>,
-) -> PyResult<Kind> {
+) -> PyResult<(Kind, Option<Anchor>)> {
     // SAFETY: `obj` is a valid object for the duration of the call.
     let dynamic_ok = unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 }
         || obj.is_instance_of::<pyo3::types::PyType>();
@@ -179,7 +258,7 @@ fn compute(
     let module_attr = obj.getattr_opt(pyo3::intern!(py, "__module__"))?;
     let module_name: Bound<'_, PyString> = match module_attr {
         Some(m) if !m.is_none() => m.cast_into()?,
-        _ if dynamic_ok => return Ok(Kind::ByValue),
+        _ if dynamic_ok => return Ok((Kind::ByValue, None)),
         _ => lookup
             .whichmodule
             .bind(py)
@@ -188,12 +267,12 @@ fn compute(
     };
     let modname = module_name.to_str()?;
     if dynamic_ok && (modname == "__main__" || registered_by_value(py, lookup, modname)?) {
-        return Ok(Kind::ByValue);
+        return Ok((Kind::ByValue, None));
     }
     let sys_modules = py.import("sys")?.getattr("modules")?;
     let module = match sys_modules.get_item(&module_name) {
         Ok(m) if !m.is_none() => m,
-        _ if dynamic_ok => return Ok(Kind::ByValue),
+        _ if dynamic_ok => return Ok((Kind::ByValue, None)),
         _ => match py.import(module_name.clone()) {
             Ok(m) => m.into_any(),
             Err(e) => {
@@ -207,11 +286,15 @@ fn compute(
             }
         },
     };
+    let module_addr = module.as_ptr() as usize;
+    // SAFETY: type check on a live object (we hold `module`).
+    let real_module = unsafe { ffi::PyModule_Check(module.as_ptr()) } != 0;
     let mut found = module;
+    let mut path = Vec::new();
     for part in qualname.to_str()?.split('.') {
         if part == "<locals>" {
             if dynamic_ok {
-                return Ok(Kind::ByValue);
+                return Ok((Kind::ByValue, None));
             }
             return Err(pickling_error(format!(
                 "Can't pickle local object {}",
@@ -219,8 +302,11 @@ fn compute(
             )));
         }
         match found.getattr_opt(part)? {
-            Some(next) => found = next,
-            None if dynamic_ok => return Ok(Kind::ByValue),
+            Some(next) => {
+                path.push(PyString::intern(py, part).unbind());
+                found = next
+            }
+            None if dynamic_ok => return Ok((Kind::ByValue, None)),
             None => {
                 return Err(pickling_error(format!(
                     "Can't pickle {}: attribute lookup {} on {} failed",
@@ -233,7 +319,7 @@ fn compute(
     }
     if !found.is(obj) {
         if dynamic_ok {
-            return Ok(Kind::ByValue);
+            return Ok((Kind::ByValue, None));
         }
         return Err(pickling_error(format!(
             "Can't pickle {}: it's not the same object as {}.{}",
@@ -242,10 +328,17 @@ fn compute(
             qualname
         )));
     }
-    Ok(Kind::ByRef {
-        module: PyString::intern(py, modname).unbind(),
-        qualname: qualname.unbind(),
-    })
+    let anchor = real_module.then_some(Anchor {
+        module: module_addr,
+        path,
+    });
+    Ok((
+        Kind::ByRef {
+            module: PyString::intern(py, modname).unbind(),
+            qualname: qualname.unbind(),
+        },
+        anchor,
+    ))
 }
 
 /// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages

@@ -17,6 +17,7 @@ mod partial;
 mod paths;
 mod pickler;
 mod reader;
+mod rebuilt;
 mod reduce;
 mod slots;
 mod stats;
@@ -57,6 +58,7 @@ fn loads<'py>(
 fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     cache::info(py, &out)?;
+    rebuilt::info(&out)?;
     Ok(out)
 }
 
@@ -72,9 +74,11 @@ fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     for (k, v) in cache.iter() {
         out.set_item(format!("cache_{}", k.extract::<String>()?), v)?;
     }
+    rebuilt::info(&out)?;
     if reset {
         stats::reset();
         cache::reset_counters();
+        rebuilt::reset_counters();
     }
     Ok(out)
 }
@@ -84,17 +88,21 @@ fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
 fn cache_clear() {
     cache::clear();
     globals::clear();
+    rebuilt::clear();
 }
 
 /// Changes cache settings; `None` leaves a setting as it is.
 #[pyfunction]
-#[pyo3(signature = (*, cache=None, cache_max_bytes=None))]
+#[pyo3(signature = (*, cache=None, cache_max_bytes=None, loads_cache=None, loads_cache_max_entries=None))]
 fn configure(
     py: Python<'_>,
     cache: Option<bool>,
     cache_max_bytes: Option<usize>,
+    loads_cache: Option<bool>,
+    loads_cache_max_entries: Option<usize>,
 ) -> PyResult<Bound<'_, PyDict>> {
     cache::configure(cache, cache_max_bytes);
+    rebuilt::configure(loads_cache, loads_cache_max_entries);
     cache_info(py)
 }
 

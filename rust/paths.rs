@@ -8,7 +8,7 @@
 //! generic reduce path.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple, PyType};
+use pyo3::types::{PyList, PyString, PyTuple, PyType};
 
 use crate::opcodes::REDUCE;
 use crate::pickler::Pickler;
@@ -17,13 +17,23 @@ use crate::slots::Slot;
 pub struct PathLayout {
     classes: Vec<Py<PyType>>,
     parts: Slot,
+    /// What `loads` needs to build a POSIX path from its parts without re-parsing them, as
+    /// `PurePath._from_parsed_parts` does: the other two parsed slots, and the classes for
+    /// which that was checked to give what calling the class gives.
+    drv: Slot,
+    root: Slot,
+    posix_classes: Vec<Py<PyType>>,
 }
 
 impl PathLayout {
     pub fn resolve(py: Python<'_>) -> PyResult<Option<PathLayout>> {
         let pathlib = py.import("pathlib")?;
         let pure = pathlib.getattr("PurePath")?;
-        let Some(parts) = Slot::resolve(&pure, "_parts").ok().flatten() else {
+        let (Some(parts), Some(drv), Some(root)) = (
+            Slot::resolve(&pure, "_parts").ok().flatten(),
+            Slot::resolve(&pure, "_drv").ok().flatten(),
+            Slot::resolve(&pure, "_root").ok().flatten(),
+        ) else {
             return Ok(None);
         };
         let mut classes = Vec::new();
@@ -42,7 +52,13 @@ impl PathLayout {
             }
             classes.push(cls.unbind());
         }
-        let layout = PathLayout { classes, parts };
+        let mut layout = PathLayout {
+            classes,
+            parts,
+            drv,
+            root,
+            posix_classes: Vec::new(),
+        };
         for sample in [
             pathlib.getattr("PurePosixPath")?.call1(("/a/b", "c.txt"))?,
             pathlib.getattr("PureWindowsPath")?.call1(("C:\\a", "b"))?,
@@ -59,7 +75,88 @@ impl PathLayout {
                 return Ok(None);
             }
         }
+        for name in ["PurePosixPath", "PosixPath"] {
+            let cls = pathlib.getattr(name)?.cast_into::<PyType>()?;
+            if layout.posix_construction_matches(&cls)? {
+                layout.posix_classes.push(cls.unbind());
+            }
+        }
         Ok(Some(layout))
+    }
+
+    /// Whether building `cls` paths from parts natively gives what `cls(*parts)` gives, for a
+    /// few shapes (absolute, `//`-rooted, relative, empty). `PosixPath` can't be instantiated
+    /// on Windows; the check then fails and it keeps the call.
+    fn posix_construction_matches(&self, cls: &Bound<'_, PyType>) -> PyResult<bool> {
+        let py = cls.py();
+        for parts in [
+            vec!["/", "data", "f1.parquet"],
+            vec!["//", "host", "x"],
+            vec!["rel", "..", "x.txt"],
+            vec![],
+        ] {
+            let args = PyTuple::new(py, &parts)?;
+            let Ok(expected) = cls.call1(&args) else {
+                return Ok(false);
+            };
+            let Some(built) = self.construct_posix(cls, &args)? else {
+                return Ok(false);
+            };
+            for slot in [&self.drv, &self.root, &self.parts] {
+                match (slot.get(&built), slot.get(&expected)) {
+                    (Some(a), Some(b)) if a.eq(&b)? => {}
+                    _ => return Ok(false),
+                }
+            }
+            if !built.get_type().is(expected.get_type())
+                || built.str()?.to_str()? != expected.str()?.to_str()?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `cls(*args)` for a POSIX path class whose `args` are already-parsed parts (what
+    /// `save_path` writes, and what `pickle` writes for a path): the parts are interned and
+    /// stored as `PurePath._from_parsed_parts` does. `None` when `cls` isn't such a class or
+    /// the parts are not in parsed form (then the caller calls the class, which parses them).
+    pub fn construct_posix<'py>(
+        &self,
+        cls: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = cls.py();
+        let Ok(args) = args.cast::<PyTuple>() else {
+            return Ok(None);
+        };
+        let mut root = "";
+        let mut parts = Vec::with_capacity(args.len());
+        for (i, part) in args.iter().enumerate() {
+            let Ok(part) = part.cast_into_exact::<PyString>() else {
+                return Ok(None);
+            };
+            let text = part.to_str()?;
+            if i == 0 && (text == "/" || text == "//") {
+                root = if text == "/" { "/" } else { "//" };
+            } else if text.is_empty() || text == "." || text.contains('/') {
+                return Ok(None);
+            }
+            parts.push(intern(part));
+        }
+        let obj = object_new(cls)?;
+        self.drv.set(&obj, PyString::intern(py, "").as_any())?;
+        self.root.set(&obj, PyString::intern(py, root).as_any())?;
+        self.parts.set(&obj, PyList::new(py, parts)?.as_any())?;
+        Ok(Some(obj))
+    }
+
+    /// Whether `cls` is a POSIX path class `construct_posix` may build.
+    #[inline]
+    pub fn builds(&self, cls: &Bound<'_, PyAny>) -> bool {
+        self.posix_classes
+            .iter()
+            .any(|c| c.as_ptr() == cls.as_ptr())
     }
 
     /// Whether `ty` is one of the four concrete path classes.
@@ -93,6 +190,25 @@ pub fn save_path<'py>(
     // to needs no memo entry.
     p.memoize_unless(path, unique)?;
     Ok(true)
+}
+
+/// `sys.intern(s)`, as `parse_parts` does for every part.
+fn intern(s: Bound<'_, PyString>) -> Bound<'_, PyString> {
+    let py = s.py();
+    let mut ptr = s.into_ptr();
+    // SAFETY: `ptr` is an owned reference to an exact str; interning may swap it for another
+    // owned reference, which we then own.
+    unsafe {
+        pyo3::ffi::PyUnicode_InternInPlace(&mut ptr);
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+/// `object.__new__(cls)`: a blank instance, as `PurePath._from_parsed_parts` makes.
+fn object_new<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    py.get_type::<pyo3::types::PyAny>()
+        .call_method1(pyo3::intern!(py, "__new__"), (cls,))
 }
 
 fn cls_name(cls: &Bound<'_, PyType>) -> String {

@@ -30,9 +30,11 @@ use crate::types::Lookup;
 use crate::writer::{Writer, BATCHSIZE};
 use crate::{fallback, partial, paths, reduce, stats};
 
-/// Nesting deeper than this raises `RecursionError` even if `sys.getrecursionlimit()` is higher:
-/// each level costs native stack, and a thread's stack may be small.
-const MAX_DEPTH_CAP: u32 = 5_000;
+/// Nesting stops with `RecursionError` when less native stack than this is left, whatever
+/// `sys.getrecursionlimit()` allows: a thread's stack may be small (Python lets threads run
+/// with 256 KiB), and code called from the deepest level (`__reduce_ex__`, cloudpickle) needs
+/// room too.
+const STACK_RED_ZONE: usize = 96 * 1024;
 
 pub fn dumps<'py>(
     py: Python<'py>,
@@ -134,7 +136,7 @@ impl<'py> Pickler<'py> {
             dask: tasks::layout(py),
             counts: stats::CallCounts::default(),
             depth: 0,
-            max_depth: u32::try_from(limit).unwrap_or(0).min(MAX_DEPTH_CAP),
+            max_depth: u32::try_from(limit).unwrap_or(0),
             registry_checked: false,
             err_path: Vec::new(),
             err_leaf: None,
@@ -178,7 +180,8 @@ impl<'py> Pickler<'py> {
     /// Everything that may recurse: counts depth and notes the failing object on error.
     #[inline(never)]
     fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        if self.depth >= self.max_depth {
+        let low_stack = stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE);
+        if self.depth >= self.max_depth || low_stack {
             return Err(PyRecursionError::new_err(
                 "maximum recursion depth exceeded while pickling an object",
             ));

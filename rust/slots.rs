@@ -5,9 +5,9 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 pub struct Slot {
-    name: Py<pyo3::types::PyString>,
     descr: Py<PyAny>,
     get: ffi::descrgetfunc,
+    set: ffi::descrsetfunc,
 }
 
 impl Slot {
@@ -16,18 +16,17 @@ impl Slot {
     /// for one, can't be read this way.
     pub fn resolve(cls: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Slot>> {
         let py = cls.py();
-        let name = pyo3::types::PyString::intern(py, name);
-        let descr = cls.getattr(&name)?;
+        let descr = cls.getattr(pyo3::types::PyString::intern(py, name))?;
         // SAFETY: reading a type's slot table; `descr` is live.
         let (get, set) = unsafe {
             let tp = ffi::Py_TYPE(descr.as_ptr());
             ((*tp).tp_descr_get, (*tp).tp_descr_set)
         };
         Ok(match (get, set) {
-            (Some(get), Some(_)) => Some(Slot {
-                name: name.unbind(),
+            (Some(get), Some(set)) => Some(Slot {
                 descr: descr.unbind(),
                 get,
+                set,
             }),
             _ => None,
         })
@@ -53,7 +52,15 @@ impl Slot {
         }
     }
 
-    pub fn name(&self) -> &Py<pyo3::types::PyString> {
-        &self.name
+    /// Sets the attribute on `obj` (an instance of the class it was resolved on).
+    #[inline]
+    pub fn set(&self, obj: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: `set` is the descriptor's own `tp_descr_set`, called with the descriptor, a
+        // live instance of its type and a live value, as `PyObject_SetAttr` would.
+        let rc = unsafe { (self.set)(self.descr.as_ptr(), obj.as_ptr(), value.as_ptr()) };
+        if rc < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(())
     }
 }

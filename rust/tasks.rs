@@ -34,6 +34,9 @@ struct Node {
     name: &'static str,
     fields: Vec<Field>,
     shape: Shape,
+    /// `BUILD` may set the slots directly instead of calling `__setstate__` (checked on a
+    /// sample: `Task.__setstate__` sets each slot from the state tuple, in order).
+    native_setstate: bool,
 }
 
 enum Shape {
@@ -148,6 +151,7 @@ impl DaskLayout {
                 name,
                 fields,
                 shape: Shape::Call,
+                native_setstate: false,
             };
             if node.matches(&sample, &newobj)? {
                 nodes.push(node);
@@ -173,13 +177,15 @@ impl DaskLayout {
                 .iter()
                 .map(|f| Field::resolve(cls.as_any(), f, nested))
                 .collect::<PyResult<Vec<_>>>()?;
-            let node = Node {
+            let mut node = Node {
                 cls: cls.unbind(),
                 name,
                 fields,
                 shape: Shape::State { as_list: nested },
+                native_setstate: false,
             };
             if node.matches(&sample, &newobj)? {
+                node.native_setstate = !nested && node.setstate_matches(&sample)?;
                 nodes.push(node);
             }
         }
@@ -191,6 +197,32 @@ impl DaskLayout {
         self.nodes
             .iter()
             .position(|n| n.cls.as_ptr() == ty as *mut ffi::PyObject)
+    }
+
+    /// `BUILD` for a `Task`: sets its slots from the state tuple directly, which is what its
+    /// `__setstate__` does in Python. `false` (nothing done) for anything else, including a
+    /// state of another shape, which then takes the `__setstate__` call.
+    pub fn restore(&self, inst: &Bound<'_, PyAny>, state: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Some(idx) = self.node_for(inst.get_type_ptr()) else {
+            return Ok(false);
+        };
+        let node = &self.nodes[idx];
+        if !node.native_setstate {
+            return Ok(false);
+        }
+        let Ok(state) = state.cast::<PyTuple>() else {
+            return Ok(false);
+        };
+        if state.len() != node.fields.len() {
+            return Ok(false);
+        }
+        for (field, value) in node.fields.iter().zip(state.iter()) {
+            let Access::Slot(slot) = &field.access else {
+                return Ok(false);
+            };
+            slot.set(inst, &value)?;
+        }
+        Ok(true)
     }
 }
 
@@ -227,6 +259,40 @@ impl Node {
         for (a, b) in reduced.iter().zip(expected.iter()) {
             if !(a.is(&b) || a.eq(&b)?) {
                 return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether setting the slots from `sample`'s state on a blank instance gives what its own
+    /// `__setstate__` gives.
+    fn setstate_matches(&self, sample: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = sample.py();
+        if self
+            .fields
+            .iter()
+            .any(|f| !matches!(f.access, Access::Slot(_)))
+        {
+            return Ok(false);
+        }
+        let Some(values) = self.values(sample) else {
+            return Ok(false);
+        };
+        let state = PyTuple::new(py, &values)?;
+        let cls = self.cls.bind(py);
+        let by_python = cls.call_method1("__new__", (cls,))?;
+        by_python.call_method1("__setstate__", (&state,))?;
+        let native = cls.call_method1("__new__", (cls,))?;
+        for (field, value) in self.fields.iter().zip(state.iter()) {
+            if let Access::Slot(slot) = &field.access {
+                slot.set(&native, &value)?;
+            }
+        }
+        for field in &self.fields {
+            let (a, b) = (field.get(&by_python), field.get(&native));
+            match (a, b) {
+                (Some(a), Some(b)) if a.is(&b) => {}
+                _ => return Ok(false),
             }
         }
         Ok(true)

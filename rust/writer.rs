@@ -23,10 +23,6 @@ pub struct Writer {
 impl Writer {
     /// Starts a protocol 4 or 5 stream with its `PROTO` header and opens the first frame
     /// (framing is part of protocol 4; older protocols never reach this writer).
-    pub fn new(proto: u8) -> Self {
-        Self::with_buffer(proto, Vec::with_capacity(256))
-    }
-
     /// Like `new`, writing into `buf` (cleared first) so its capacity can be reused.
     pub fn with_buffer(proto: u8, mut buf: Vec<u8>) -> Self {
         debug_assert!(proto >= 4);
@@ -247,7 +243,7 @@ mod tests {
             (-1, vec![BININT, 255, 255, 255, 255]),
             (i32::MIN as i64, vec![BININT, 0, 0, 0, 0x80]),
         ] {
-            let mut w = Writer::new(5);
+            let mut w = Writer::with_buffer(5, Vec::new());
             w.int(v);
             assert_eq!(body(w), want, "{v}");
         }
@@ -266,7 +262,7 @@ mod tests {
             ),
             (i64::MIN, vec![0, 0, 0, 0, 0, 0, 0, 0x80]),
         ] {
-            let mut w = Writer::new(5);
+            let mut w = Writer::with_buffer(5, Vec::new());
             w.int(v);
             let mut expect = vec![LONG1, want.len() as u8];
             expect.extend(want);
@@ -276,14 +272,14 @@ mod tests {
 
     #[test]
     fn tiny_streams_carry_no_frame() {
-        let mut w = Writer::new(5);
+        let mut w = Writer::with_buffer(5, Vec::new());
         w.op(NONE);
         assert_eq!(w.finish(), vec![PROTO, 5, NONE, STOP]);
     }
 
     #[test]
     fn frames_wrap_the_body_and_large_payloads_sit_outside() {
-        let mut w = Writer::new(5);
+        let mut w = Writer::with_buffer(5, Vec::new());
         w.str_utf8(b"abcdef");
         let big = vec![7u8; FRAME_SIZE_TARGET];
         w.bytes(&big);
@@ -299,7 +295,7 @@ mod tests {
 
     #[test]
     fn protocol_4_and_5_frames_split_at_the_target() {
-        let mut w = Writer::new(4);
+        let mut w = Writer::with_buffer(4, Vec::new());
         for _ in 0..(FRAME_SIZE_TARGET / 100 + 10) {
             w.str_utf8(&[b'x'; 98]);
             w.boundary();

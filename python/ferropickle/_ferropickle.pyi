@@ -50,7 +50,8 @@ def dumps(
     object and remembered.
 
     Raises ``PicklingError`` naming the type and position of an unpicklable object, and
-    ``RecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` (at most 5000).
+    ``RecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` or than the thread's
+    native stack allows.
     """
 
 def loads(

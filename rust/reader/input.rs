@@ -55,6 +55,11 @@ impl InputBuffer {
         })
     }
 
+    /// The input's size in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     pub(super) fn cursor(&self) -> Input {
         Input {
             ptr: self.ptr,

@@ -34,6 +34,7 @@ use pyo3::types::PyIterator;
 
 use crate::errors::unpickling_error;
 use crate::opcodes::*;
+use crate::stats;
 use input::{Input, InputBuffer};
 use stack::{Memo, Owned, Stack};
 
@@ -46,6 +47,7 @@ pub fn loads<'py>(
     errors: &str,
     buffers: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let timer = stats::Timer::start();
     // Arguments are checked in `_pickle_loads_impl`'s order: input, buffers, encoding.
     let source = InputBuffer::new(data)?;
     // Like `_Unpickler_SetBuffers`: the iterator is taken up front, so a non-iterable
@@ -76,6 +78,7 @@ pub fn loads<'py>(
     let result = reader.run();
     // Release the stream's objects before the input buffer (declared first, dropped last).
     drop(reader);
+    stats::record_loads(timer, source.len(), result.is_ok());
     result
 }
 

@@ -11,11 +11,15 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::input::owned_line;
 use super::stack::Owned;
 use super::{capi, Reader};
+use crate::paths::PathLayout;
+use crate::rebuilt;
+use crate::tasks;
+use crate::types::Lookup;
 
 /// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
 fn lookup_attr<'py>(
@@ -33,6 +37,20 @@ fn lookup_attr<'py>(
 }
 
 /// The C-level type name of `obj`'s type (`Py_TYPE(obj)->tp_name`), as CPython's messages use.
+/// The native path builder, when this Python's `pathlib` layout was recognised.
+fn native_paths(py: Python<'_>) -> Option<&PathLayout> {
+    Lookup::get(py).ok()?.paths.as_ref()
+}
+
+/// The bytes object `args` holds, when it is a 1-tuple of exactly that.
+fn single_bytes_arg<'py>(args: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let args = args.cast::<PyTuple>().ok()?;
+    if args.len() != 1 {
+        return None;
+    }
+    args.get_item(0).ok()?.cast_into_exact::<PyBytes>().ok()
+}
+
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     // SAFETY: `obj` is live, so its type is; `tp_name` is a NUL-terminated C string owned by
     // the type object.
@@ -554,6 +572,23 @@ impl<'py> Reader<'py> {
     pub(super) fn load_reduce(&mut self) -> PyResult<()> {
         let args = self.pop_bound()?;
         let callable = self.pop_bound()?;
+        // A by-value fragment, `pickle.loads(b"...")`: reuse what it rebuilt last time.
+        if rebuilt::is_pickle_loads(&callable) {
+            if let Some(fragment) = single_bytes_arg(&args) {
+                let obj = rebuilt::load(&callable, &fragment)?;
+                self.push_bound(obj);
+                return Ok(());
+            }
+        }
+        // A POSIX path from its parsed parts, without parsing them again.
+        if let Some(paths) = native_paths(self.py) {
+            if paths.builds(&callable) {
+                if let Some(obj) = paths.construct_posix(&callable, &args)? {
+                    self.push_bound(obj);
+                    return Ok(());
+                }
+            }
+        }
         // SAFETY: both are live; NULL is handled by `owned`. A non-tuple `args` raises
         // TypeError("argument list must be a tuple") as in CPython.
         let obj =
@@ -619,6 +654,12 @@ impl<'py> Reader<'py> {
         }
         let state = self.pop_bound()?;
         let inst = self.stack_bound(self.stack.len() - 1)?;
+        // A dask `Task`: its `__setstate__` sets slots from a tuple; do that without the call.
+        if let Some(dask) = tasks::layout(py) {
+            if dask.restore(&inst, &state)? {
+                return Ok(());
+            }
+        }
         if let Some(setstate) = lookup_attr(&inst, intern!(py, "__setstate__").as_any())? {
             setstate.call1((state,))?;
             return Ok(());

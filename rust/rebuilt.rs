@@ -1,0 +1,178 @@
+//! Functions and classes that `loads` already rebuilt from a by-value fragment.
+//!
+//! Our streams embed a by-value function as `pickle.loads(b"<cloudpickle stream>")` (see
+//! `fallback.rs`). Rebuilding it (unmarshalling code, creating the function, its globals, its
+//! closure) costs far more than the rest of a task; a worker receives the same fragment with
+//! every task. So when a `REDUCE` calls `pickle.loads` on exactly one bytes object, we look the
+//! bytes up here first and hand back the object rebuilt last time.
+//!
+//! - Only plain functions and classes are kept, never any other object a fragment may hold
+//!   (those could be mutated by one task and seen by the next).
+//! - Keyed by an xxh3-128 digest of the bytes, confirmed by comparing the bytes themselves, so
+//!   a hit is always the same fragment.
+//! - At most `max_entries` (least recently used evicted); `configure(loads_cache=False)` turns it
+//!   off. Stock `pickle.loads` is unaffected: it just runs the nested `pickle.loads`.
+
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use lru::LruCache;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict};
+use xxhash_rust::xxh3::xxh3_128;
+
+pub const DEFAULT_MAX_ENTRIES: usize = 4096;
+
+struct Entry {
+    fragment: Py<PyBytes>,
+    rebuilt: Py<PyAny>,
+}
+
+struct Rebuilt {
+    entries: LruCache<u128, Entry>,
+    max_entries: usize,
+    enabled: bool,
+    hits: u64,
+    misses: u64,
+}
+
+static REBUILT: LazyLock<Mutex<Rebuilt>> = LazyLock::new(|| {
+    Mutex::new(Rebuilt {
+        entries: LruCache::unbounded(),
+        max_entries: DEFAULT_MAX_ENTRIES,
+        enabled: true,
+        hits: 0,
+        misses: 0,
+    })
+});
+
+static PICKLE_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether `callable` is `pickle.loads`, the wrapper `fallback.rs` writes around a fragment.
+#[inline]
+pub fn is_pickle_loads(callable: &Bound<'_, PyAny>) -> bool {
+    let py = callable.py();
+    PICKLE_LOADS
+        .get_or_try_init(py, || -> PyResult<_> {
+            Ok(py.import("pickle")?.getattr("loads")?.unbind())
+        })
+        .is_ok_and(|loads| loads.is(callable))
+}
+
+fn lock() -> MutexGuard<'static, Rebuilt> {
+    // Every update leaves the table consistent, so a poisoned lock is still usable.
+    REBUILT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `pickle.loads(fragment)`, or the function/class it gave last time.
+pub fn load<'py>(
+    loads: &Bound<'py, PyAny>,
+    fragment: &Bound<'py, PyBytes>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = loads.py();
+    let bytes = fragment.as_bytes();
+    let key = xxh3_128(bytes);
+    let hit = {
+        let mut table = lock();
+        if !table.enabled {
+            drop(table);
+            return loads.call1((fragment,));
+        }
+        let hit = table
+            .entries
+            .get(&key)
+            .filter(|e| e.fragment.bind(py).as_bytes() == bytes)
+            .map(|e| e.rebuilt.clone_ref(py));
+        if hit.is_some() {
+            table.hits += 1;
+        } else {
+            table.misses += 1;
+        }
+        hit
+    };
+    if let Some(obj) = hit {
+        return Ok(obj.into_bound(py));
+    }
+    let obj = loads.call1((fragment,))?;
+    // SAFETY: type checks on a live object.
+    let shareable =
+        unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 || ffi::PyType_Check(obj.as_ptr()) != 0 };
+    if shareable {
+        let evicted = {
+            let mut table = lock();
+            let mut evicted = Vec::new();
+            if table.enabled && table.max_entries > 0 {
+                evicted.extend(table.entries.put(
+                    key,
+                    Entry {
+                        fragment: fragment.clone().unbind(),
+                        rebuilt: obj.clone().unbind(),
+                    },
+                ));
+                while table.entries.len() > table.max_entries {
+                    evicted.extend(table.entries.pop_lru().map(|(_, e)| e));
+                }
+            }
+            evicted
+        };
+        // Released outside the lock: the last reference to a function may run finalizers.
+        drop(evicted);
+    }
+    Ok(obj)
+}
+
+pub fn clear() {
+    let old = {
+        let mut table = lock();
+        table.hits = 0;
+        table.misses = 0;
+        std::mem::replace(&mut table.entries, LruCache::unbounded())
+    };
+    drop(old);
+}
+
+pub fn reset_counters() {
+    let mut table = lock();
+    table.hits = 0;
+    table.misses = 0;
+}
+
+/// Turns the table on or off (off also empties it) and sets its size.
+pub fn configure(enabled: Option<bool>, max_entries: Option<usize>) {
+    let mut evicted = Vec::new();
+    {
+        let mut table = lock();
+        if let Some(on) = enabled {
+            table.enabled = on;
+        }
+        if let Some(max) = max_entries {
+            table.max_entries = max;
+        }
+        let keep = if table.enabled { table.max_entries } else { 0 };
+        while table.entries.len() > keep {
+            evicted.extend(table.entries.pop_lru().map(|(_, e)| e));
+        }
+    }
+    drop(evicted);
+}
+
+/// `loads_cache_enabled`, `_entries`, `_max_entries`, `_hits`, `_misses` into `out`.
+pub fn info(out: &Bound<'_, PyDict>) -> PyResult<()> {
+    let (enabled, entries, max_entries, hits, misses) = {
+        let table = lock();
+        (
+            table.enabled,
+            table.entries.len(),
+            table.max_entries,
+            table.hits,
+            table.misses,
+        )
+    };
+    out.set_item("loads_cache_enabled", enabled)?;
+    out.set_item("loads_cache_entries", entries)?;
+    out.set_item("loads_cache_max_entries", max_entries)?;
+    out.set_item("loads_cache_hits", hits)?;
+    out.set_item("loads_cache_misses", misses)?;
+    Ok(())
+}
