@@ -93,16 +93,24 @@ fn cache_clear() {
 
 /// Changes cache settings; `None` leaves a setting as it is.
 #[pyfunction]
-#[pyo3(signature = (*, cache=None, cache_max_bytes=None, loads_cache=None, loads_cache_max_entries=None))]
+#[pyo3(signature = (
+    *,
+    cache=None,
+    cache_max_bytes=None,
+    loads_cache=None,
+    loads_cache_max_entries=None,
+    loads_cache_stateful=None,
+))]
 fn configure(
     py: Python<'_>,
     cache: Option<bool>,
     cache_max_bytes: Option<usize>,
     loads_cache: Option<bool>,
     loads_cache_max_entries: Option<usize>,
+    loads_cache_stateful: Option<bool>,
 ) -> PyResult<Bound<'_, PyDict>> {
     cache::configure(cache, cache_max_bytes);
-    rebuilt::configure(loads_cache, loads_cache_max_entries);
+    rebuilt::configure(loads_cache, loads_cache_max_entries, loads_cache_stateful);
     cache_info(py)
 }
 

@@ -492,11 +492,14 @@ impl<'py> Pickler<'py> {
                 if ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) == 0 {
                     break;
                 }
+                // Counted before we take our references.
+                let key_unique = ffi::Py_REFCNT(k) == 1;
+                let value_unique = ffi::Py_REFCNT(v) == 1;
                 (
                     Bound::from_borrowed_ptr(self.py, k),
-                    ffi::Py_REFCNT(k) == 1,
+                    key_unique,
                     Bound::from_borrowed_ptr(self.py, v),
-                    ffi::Py_REFCNT(v) == 1,
+                    value_unique,
                 )
             };
             if batched && in_batch == 0 {
@@ -636,15 +639,17 @@ impl<'py> Pickler<'py> {
         }
     }
 
-    /// `module qualname STACK_GLOBAL MEMOIZE`.
+    /// `module qualname STACK_GLOBAL MEMOIZE`. The names are written without memo entries
+    /// (unlike `pickle`): the global itself is memoized, so they appear once per stream, and only
+    /// a second global from the same module repeats its module name.
     pub fn write_stack_global(
         &mut self,
         obj: &Bound<'py, PyAny>,
         module: &Bound<'py, PyString>,
         qualname: &Bound<'py, PyString>,
     ) -> PyResult<()> {
-        self.save(module.as_any(), false)?;
-        self.save(qualname.as_any(), false)?;
+        self.save(module.as_any(), true)?;
+        self.save(qualname.as_any(), true)?;
         self.out.op(STACK_GLOBAL);
         self.memoize(obj);
         Ok(())
@@ -719,7 +724,9 @@ fn list_item<'py>(
     // take our own reference before returning.
     unsafe {
         let ptr = ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t);
-        (Bound::from_borrowed_ptr(py, ptr), ffi::Py_REFCNT(ptr) == 1)
+        // Counted before we take our reference.
+        let unique = ffi::Py_REFCNT(ptr) == 1;
+        (Bound::from_borrowed_ptr(py, ptr), unique)
     }
 }
 

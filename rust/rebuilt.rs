@@ -6,8 +6,12 @@
 //! every task. So when a `REDUCE` calls `pickle.loads` on exactly one bytes object, we look the
 //! bytes up here first and hand back the object rebuilt last time.
 //!
-//! - Only plain functions and classes are kept, never any other object a fragment may hold
-//!   (those could be mutated by one task and seen by the next).
+//! - Only classes and *stateless* functions are shared (`ferropickle/_stateless.py` decides,
+//!   once per fragment): stock `pickle.loads` gives every message its own copy of a function's
+//!   globals, closure cells and defaults, so a function that can carry state from one call to
+//!   the next (a `global` or `nonlocal` write, a mutable default, a mutable global it reads) is
+//!   rebuilt for every message as before, unless `configure(loads_cache_stateful=True)` asks
+//!   otherwise.
 //! - Keyed by an xxh3-128 digest of the bytes, confirmed by comparing the bytes themselves, so
 //!   a hit is always the same fragment.
 //! - At most `max_entries` (least recently used evicted); `configure(loads_cache=False)` turns it
@@ -26,13 +30,15 @@ pub const DEFAULT_MAX_ENTRIES: usize = 4096;
 
 struct Entry {
     fragment: Py<PyBytes>,
-    rebuilt: Py<PyAny>,
+    /// `None`: this fragment's function carries state, so every load rebuilds it.
+    rebuilt: Option<Py<PyAny>>,
 }
 
 struct Rebuilt {
     entries: LruCache<u128, Entry>,
     max_entries: usize,
     enabled: bool,
+    share_stateful: bool,
     hits: u64,
     misses: u64,
 }
@@ -42,6 +48,7 @@ static REBUILT: LazyLock<Mutex<Rebuilt>> = LazyLock::new(|| {
         entries: LruCache::unbounded(),
         max_entries: DEFAULT_MAX_ENTRIES,
         enabled: true,
+        share_stateful: false,
         hits: 0,
         misses: 0,
     })
@@ -73,32 +80,35 @@ pub fn load<'py>(
     let py = loads.py();
     let bytes = fragment.as_bytes();
     let key = xxh3_128(bytes);
-    let hit = {
+    let (known, share_stateful) = {
         let mut table = lock();
         if !table.enabled {
             drop(table);
             return loads.call1((fragment,));
         }
-        let hit = table
+        let known = table
             .entries
             .get(&key)
             .filter(|e| e.fragment.bind(py).as_bytes() == bytes)
-            .map(|e| e.rebuilt.clone_ref(py));
-        if hit.is_some() {
-            table.hits += 1;
-        } else {
-            table.misses += 1;
+            .map(|e| e.rebuilt.as_ref().map(|o| o.clone_ref(py)));
+        match &known {
+            Some(Some(_)) => table.hits += 1,
+            _ => table.misses += 1,
         }
-        hit
+        (known, table.share_stateful)
     };
-    if let Some(obj) = hit {
-        return Ok(obj.into_bound(py));
+    match known {
+        Some(Some(obj)) => return Ok(obj.into_bound(py)),
+        // Seen before and not shareable: rebuild, as stock pickle does.
+        Some(None) => return loads.call1((fragment,)),
+        None => {}
     }
     let obj = loads.call1((fragment,))?;
     // SAFETY: type checks on a live object.
-    let shareable =
+    let function_or_class =
         unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 || ffi::PyType_Check(obj.as_ptr()) != 0 };
-    if shareable {
+    if function_or_class {
+        let share = share_stateful || is_stateless(&obj)?;
         let evicted = {
             let mut table = lock();
             let mut evicted = Vec::new();
@@ -107,7 +117,7 @@ pub fn load<'py>(
                     key,
                     Entry {
                         fragment: fragment.clone().unbind(),
-                        rebuilt: obj.clone().unbind(),
+                        rebuilt: share.then(|| obj.clone().unbind()),
                     },
                 ));
                 while table.entries.len() > table.max_entries {
@@ -120,6 +130,20 @@ pub fn load<'py>(
         drop(evicted);
     }
     Ok(obj)
+}
+
+static IS_STATELESS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `ferropickle._stateless.is_stateless(obj)`: whether sharing `obj` can't be observed.
+fn is_stateless(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = obj.py();
+    let f = IS_STATELESS.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py
+            .import("ferropickle._stateless")?
+            .getattr("is_stateless")?
+            .unbind())
+    })?;
+    f.bind(py).call1((obj,))?.is_truthy()
 }
 
 pub fn clear() {
@@ -138,13 +162,25 @@ pub fn reset_counters() {
     table.misses = 0;
 }
 
-/// Turns the table on or off (off also empties it) and sets its size.
-pub fn configure(enabled: Option<bool>, max_entries: Option<usize>) {
+/// Turns the table on or off (off also empties it), sets its size and whether functions that
+/// may carry state are shared too.
+pub fn configure(enabled: Option<bool>, max_entries: Option<usize>, share_stateful: Option<bool>) {
     let mut evicted = Vec::new();
     {
         let mut table = lock();
         if let Some(on) = enabled {
             table.enabled = on;
+        }
+        if let Some(share) = share_stateful {
+            if share != table.share_stateful {
+                // Earlier decisions were made under the other rule.
+                evicted.extend(
+                    std::mem::replace(&mut table.entries, LruCache::unbounded())
+                        .into_iter()
+                        .map(|(_, e)| e),
+                );
+            }
+            table.share_stateful = share;
         }
         if let Some(max) = max_entries {
             table.max_entries = max;
@@ -157,12 +193,13 @@ pub fn configure(enabled: Option<bool>, max_entries: Option<usize>) {
     drop(evicted);
 }
 
-/// `loads_cache_enabled`, `_entries`, `_max_entries`, `_hits`, `_misses` into `out`.
+/// `loads_cache_enabled`, `_stateful`, `_entries`, `_max_entries`, `_hits`, `_misses`.
 pub fn info(out: &Bound<'_, PyDict>) -> PyResult<()> {
-    let (enabled, entries, max_entries, hits, misses) = {
+    let (enabled, stateful, entries, max_entries, hits, misses) = {
         let table = lock();
         (
             table.enabled,
+            table.share_stateful,
             table.entries.len(),
             table.max_entries,
             table.hits,
@@ -170,6 +207,7 @@ pub fn info(out: &Bound<'_, PyDict>) -> PyResult<()> {
         )
     };
     out.set_item("loads_cache_enabled", enabled)?;
+    out.set_item("loads_cache_stateful", stateful)?;
     out.set_item("loads_cache_entries", entries)?;
     out.set_item("loads_cache_max_entries", max_entries)?;
     out.set_item("loads_cache_hits", hits)?;

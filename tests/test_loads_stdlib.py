@@ -15,7 +15,7 @@ import cloudpickle
 import ferropickle
 import numpy as np
 import pytest
-from _compare import assert_same
+from conftest import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

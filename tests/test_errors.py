@@ -1,0 +1,447 @@
+"""Errors: unpicklable objects give a `PicklingError` that names the type and where it sits; bad
+`__reduce__` results are rejected as `pickle` rejects them; deep nesting raises `RecursionError`
+(never crashes); control-flow exceptions pass through untouched."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import ferropickle
+import pytest
+
+
+def pickling_error(obj, protocol=5) -> ferropickle.PicklingError:
+    with pytest.raises(ferropickle.PicklingError) as info:
+        ferropickle.dumps(obj, protocol)
+    return info.value
+
+
+def test_pickling_error_is_a_stdlib_pickling_error():
+    assert issubclass(ferropickle.PicklingError, pickle.PicklingError)
+    assert issubclass(ferropickle.UnpicklingError, pickle.UnpicklingError)
+    try:
+        ferropickle.dumps(threading.Lock())
+    except pickle.PicklingError as e:  # existing `except` clauses keep working
+        assert isinstance(e, ferropickle.PicklingError)
+    else:
+        pytest.fail("no error")
+
+
+def test_lock(protocol):
+    err = pickling_error(threading.Lock(), protocol)
+    assert "lock" in str(err)
+    assert isinstance(err.__cause__, TypeError)
+
+
+def test_socket(protocol):
+    with socket.socket() as s:
+        err = pickling_error({"conn": s}, protocol)
+    assert "socket" in str(err)
+    assert "dict['conn']" in str(err)
+
+
+def test_generator(protocol):
+    gen = (x for x in range(3))
+    err = pickling_error([gen], protocol)
+    assert "generator" in str(err)
+    assert "list[0]" in str(err)
+
+
+class ReduceRaises:
+    def __reduce__(self):
+        raise ValueError("refusing to be pickled")
+
+
+def test_reduce_raising_is_wrapped_with_cause(protocol):
+    err = pickling_error({"k": (1, ReduceRaises())}, protocol)
+    assert "ReduceRaises" in str(err)
+    assert "refusing to be pickled" in str(err)
+    assert type(err.__cause__) is ValueError
+    assert str(err.__cause__) == "refusing to be pickled"
+
+
+def test_local_object_whose_reduce_raises(protocol):
+    class Local:
+        def __reduce__(self):
+            raise TypeError("local says no")
+
+    err = pickling_error([Local()], protocol)
+    assert "Local" in str(err)
+    assert isinstance(err.__cause__, TypeError)
+
+
+def test_error_path_names_each_step(protocol):
+    lock = threading.Lock()
+    err = pickling_error({"a": [1, {"conn": lock}]}, protocol)
+    msg = str(err)
+    for piece in ["dict['a']", "list[1]", "dict['conn']", "lock"]:
+        assert piece in msg, (piece, msg)
+    # outermost first
+    assert msg.index("dict['a']") < msg.index("list[1]") < msg.index("dict['conn']")
+    assert isinstance(err.__cause__, TypeError)
+
+
+def test_error_path_through_tuple_set_and_instance(protocol):
+    class Holder:
+        pass
+
+    h = Holder()
+    h.payload = (0, 1, threading.Lock())
+    msg = str(pickling_error([h], protocol))
+    assert "list[0]" in msg
+    assert "Holder" in msg
+    assert "tuple[2]" in msg
+
+
+def test_long_dict_key_is_shortened_in_the_path(protocol):
+    key = "k" * 10_000
+    msg = str(pickling_error({key: threading.Lock()}, protocol))
+    assert len(msg) < 1000
+
+
+def process(path, lock=None):
+    return path
+
+
+def test_error_path_through_partial(protocol):
+    p = functools.partial(process, "x", lock=threading.Lock())
+    msg = str(pickling_error(p, protocol))
+    assert "partial" in msg
+    assert "lock" in msg
+
+
+def test_error_path_through_dask_task(protocol):
+    task_spec = pytest.importorskip("dask._task_spec")
+    lock = threading.Lock()
+    task = task_spec.Task("key-1", functools.partial(process, lock))
+    msg = str(pickling_error(task, protocol))
+    assert "Task" in msg
+    assert "partial" in msg
+    assert "lock" in msg
+    assert msg.index("Task") < msg.index("partial")
+    task = task_spec.Task("key-2", process, "p", lock=lock)
+    msg = str(pickling_error({"tasks": [task]}, protocol))
+    assert "Task" in msg
+    assert "lock" in msg
+
+
+def test_unpicklable_global_of_a_by_value_function(protocol):
+    lock = threading.Lock()
+
+    def uses_lock():
+        return lock
+
+    err = pickling_error([uses_lock], protocol)
+    assert "uses_lock" in str(err)
+
+
+class GarbageReduce:
+    def __init__(self, rv):
+        self.rv = rv
+
+    def __reduce__(self):
+        return self.rv
+
+
+@pytest.mark.parametrize(
+    ("rv", "match"),
+    [
+        (None, "string or tuple"),
+        (42, "string or tuple"),
+        ([len, ()], "string or tuple"),
+        ((), "2 through 6"),
+        ((len,), "2 through 6"),
+        ((len, (), None, None, None, None, None), "2 through 6"),
+        ((1, ()), "callable"),
+        ((len, [1]), "tuple"),
+        ((len, "abc"), "tuple"),
+        ((len, (), None, [1]), "iterator"),
+        ((len, (), None, None, {"a": 1}), "iterator"),
+        ((len, (), {}, None, None, 5), "sixth"),
+    ],
+    ids=repr,
+)
+def test_garbage_from_reduce(protocol, rv, match):
+    with pytest.raises(pickle.PicklingError):
+        pickle.dumps(GarbageReduce(rv), protocol)  # the reference behaviour
+    err = pickling_error(GarbageReduce(rv), protocol)
+    assert match in str(err)
+
+
+def test_dictitems_that_are_not_pairs(protocol):
+    obj = GarbageReduce((dict, (), None, None, iter([1, 2])))
+    with pytest.raises((pickle.PicklingError, TypeError, ValueError)):
+        ferropickle.dumps(obj, protocol)
+
+
+def test_newobj_with_wrong_class(protocol):
+    import copyreg
+
+    obj = GarbageReduce((copyreg.__newobj__, (int,)))
+    with pytest.raises(pickle.PicklingError):
+        pickle.dumps(obj, protocol)
+    assert "class" in str(pickling_error(obj, protocol))
+
+
+class NotTheSame:
+    def __reduce__(self):
+        return "IMPOSTOR"
+
+
+IMPOSTOR = "a different object"
+
+
+class Missing:
+    def __reduce__(self):
+        return "NO_SUCH_GLOBAL"
+
+
+def test_reduce_string_naming_another_object(protocol):
+    with pytest.raises(pickle.PicklingError):
+        pickle.dumps(NotTheSame(), protocol)
+    assert "IMPOSTOR" in str(pickling_error(NotTheSame(), protocol))
+
+
+def test_reduce_string_naming_nothing(protocol):
+    with pytest.raises(pickle.PicklingError):
+        pickle.dumps(Missing(), protocol)
+    assert "NO_SUCH_GLOBAL" in str(pickling_error(Missing(), protocol))
+
+
+def test_reduce_string_in_unimportable_module(protocol):
+    class Orphan:
+        def __reduce__(self):
+            return "thing"
+
+    Orphan.__module__ = "no_such_module_for_ferropickle"
+    err = pickling_error(Orphan(), protocol)
+    assert "no_such_module_for_ferropickle" in str(err)
+
+
+class GetstateRaises:
+    def __getstate__(self):
+        raise RuntimeError("state unavailable")
+
+
+def test_getstate_raising(protocol):
+    err = pickling_error([GetstateRaises()], protocol)
+    assert isinstance(err.__cause__, RuntimeError)
+    assert "GetstateRaises" in str(err)
+
+
+@pytest.mark.parametrize("protocol_", [6, 100])
+def test_protocol_too_high(protocol_):
+    with pytest.raises(ValueError):
+        ferropickle.dumps(1, protocol_)
+
+
+@pytest.mark.parametrize("protocol_", [None, -1, -5])
+def test_protocol_none_or_negative_means_5(protocol_):
+    assert ferropickle.dumps(1, protocol_)[:2] == b"\x80\x05"
+    assert ferropickle.DEFAULT_PROTOCOL == 5
+    assert ferropickle.HIGHEST_PROTOCOL == 5
+
+
+def test_protocol_of_the_wrong_type():
+    with pytest.raises(TypeError):
+        ferropickle.dumps(1, "5")
+
+
+class RaisesBase:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc", [KeyboardInterrupt(), SystemExit(3), MemoryError(), RecursionError("deep")], ids=repr
+)
+def test_control_flow_exceptions_propagate_unchanged(protocol, exc):
+    with pytest.raises(type(exc)) as info:
+        ferropickle.dumps({"a": [RaisesBase(exc)]}, protocol)
+    assert info.value is exc
+    assert not isinstance(info.value, pickle.PicklingError)
+
+
+def test_pickler_is_usable_after_errors(protocol):
+    for _ in range(3):
+        pickling_error({"x": threading.Lock()}, protocol)
+        with pytest.raises(RecursionError):
+            ferropickle.dumps(nested_lists(sys.getrecursionlimit() + 10), protocol)
+    assert pickle.loads(ferropickle.dumps({"ok": [1, "two"]}, protocol)) == {"ok": [1, "two"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep nesting
+# ---------------------------------------------------------------------------------------------
+
+
+def nested_lists(depth):
+    obj: list = []
+    for _ in range(depth):
+        obj = [obj]
+    return obj
+
+
+def test_deep_nesting_raises_recursion_error(protocol):
+    with pytest.raises(RecursionError):
+        ferropickle.dumps(nested_lists(100_000), protocol)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        "lambda o: (o,)",
+        "lambda o: {'k': o}",
+        "lambda o: [o, 1]",
+        "lambda o: functools.partial(max, o)",
+        "lambda o: Wrapper(o)",
+    ],
+)
+def test_deep_nesting_of_each_kind_raises_recursion_error(make):
+    """With the recursion limit raised to 100,000 the pickler still stops (it caps its depth to
+    protect the native stack) instead of crashing. Run in a child process: a crash there fails
+    the test instead of killing the test run."""
+    code = textwrap.dedent(
+        f"""
+        import functools, sys, pickle
+        import ferropickle
+
+        class Wrapper:
+            def __init__(self, inner):
+                self.inner = inner
+
+        make = {make}
+        obj = None
+        for _ in range(100_000):
+            obj = make(obj)
+        sys.setrecursionlimit(100_000)
+        try:
+            ferropickle.dumps(obj)
+        except RecursionError:
+            print("RecursionError")
+        sys.setrecursionlimit(1000)
+        assert pickle.loads(ferropickle.dumps([[1]])) == [[1]]
+        print("still usable")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().splitlines() == ["RecursionError", "still usable"]
+
+
+def test_deep_nesting_with_a_huge_recursion_limit():
+    code = textwrap.dedent(
+        """
+        import sys
+        import ferropickle
+
+        obj = []
+        for _ in range(100_000):
+            obj = [obj]
+        sys.setrecursionlimit(100_000)
+        try:
+            ferropickle.dumps(obj)
+        except RecursionError:
+            print("RecursionError")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert "RecursionError" in proc.stdout.decode()
+
+
+def test_deep_nesting_in_a_thread_with_a_small_stack():
+    """With the default recursion limit, in a thread with a 256 KiB stack, stock `pickle` raises
+    `RecursionError`; so must we (the depth limit alone doesn't protect a small native stack)."""
+    code = textwrap.dedent(
+        """
+        import pickle, threading
+        import ferropickle
+
+        threading.stack_size(256 * 1024)
+        obj = []
+        for _ in range(100_000):
+            obj = [obj]
+        out = []
+
+        def run():
+            for dumps in (pickle.dumps, ferropickle.dumps):
+                try:
+                    dumps(obj, 5)
+                except RecursionError:
+                    out.append("RecursionError")
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        print(*out)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, f"child died with {proc.returncode}"
+    assert proc.stdout.decode().split() == ["RecursionError", "RecursionError"]
+
+
+def test_deep_nesting_small_stacks_and_a_huge_recursion_limit():
+    """Threads with small stacks, the recursion limit raised to 100,000, every kind of nesting:
+    always `RecursionError`, never a crash."""
+    code = textwrap.dedent(
+        """
+        import functools, sys, threading
+        import ferropickle
+
+        class Wrapper:
+            def __init__(self, inner):
+                self.inner = inner
+
+        makers = {
+            "list": lambda o: [o],
+            "tuple": lambda o: (o,),
+            "dict": lambda o: {"k": o},
+            "partial": lambda o: functools.partial(max, o),
+            "instance": Wrapper,
+            "frozenset": lambda o: frozenset([(o,)]),
+        }
+        sys.setrecursionlimit(100_000)
+        for kib in (160, 512, 1024):
+            threading.stack_size(kib * 1024)
+            for name, make in makers.items():
+                obj = None
+                for _ in range(100_000):
+                    obj = make(obj)
+                out = []
+
+                def run():
+                    try:
+                        ferropickle.dumps(obj)
+                    except RecursionError:
+                        out.append("RecursionError")
+
+                t = threading.Thread(target=run)
+                t.start()
+                t.join()
+                print(kib, name, *out, flush=True)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
+    )
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0, f"child died with {proc.returncode} after {lines[-1:]}"
+    assert len(lines) == 18
+    assert all(line.endswith(" RecursionError") for line in lines), lines
