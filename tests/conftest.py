@@ -32,8 +32,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import cloudpickle
-import ferropickle
 import pytest
+
+import ferropickle
 
 #: The protocols ferropickle writes natively.
 NATIVE_PROTOCOLS = (4, 5)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pickle
 import pickletools
 
-import ferropickle
 import pytest
 from conftest import assert_like_pickle, assert_same, check_stream, roundtrip, unframed_payloads
+
+import ferropickle
 
 
 def opcodes(data: bytes) -> list[str]:

@@ -22,9 +22,10 @@ import types
 import uuid
 
 import cloudpickle
-import ferropickle
 import pytest
 from conftest import roundtrip
+
+import ferropickle
 
 SCRIPT = """
 import collections

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pickle
 
-import ferropickle
 import pytest
+
+import ferropickle
 
 SCRIPT = """
 TABLE = {1: "old"}

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pickle
 import pickletools
 
-import ferropickle
 import pytest
 from conftest import assert_like_pickle, roundtrip
+
+import ferropickle
 
 SIZES = [0, 1, 2, 999, 1000, 1001, 2500]
 

@@ -12,8 +12,9 @@ import sys
 import textwrap
 import threading
 
-import ferropickle
 import pytest
+
+import ferropickle
 
 
 def pickling_error(obj, protocol=5) -> ferropickle.PicklingError:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import pickle
 
-import ferropickle
 from conftest import assert_like_pickle, assert_same, check_stream, roundtrip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import ferropickle
 
 SETTINGS = settings(
     max_examples=150,

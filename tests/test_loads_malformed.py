@@ -13,10 +13,11 @@ import subprocess
 import sys
 import textwrap
 
-import ferropickle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import ferropickle
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 

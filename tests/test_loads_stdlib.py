@@ -12,12 +12,13 @@ import sys
 import uuid
 
 import cloudpickle
-import ferropickle
 import numpy as np
 import pytest
 from conftest import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import ferropickle
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 

@@ -28,9 +28,10 @@ import sys
 import types
 import uuid
 
-import ferropickle
 import pytest
 from conftest import assert_like_pickle, roundtrip
+
+import ferropickle
 
 THIS_MODULE = __name__
 

@@ -11,9 +11,10 @@ import pickle
 import pickletools
 import struct
 
-import ferropickle
 import pytest
 from conftest import LEGACY_PROTOCOLS, assert_like_pickle, roundtrip, unframed_payloads
+
+import ferropickle
 
 
 def opcodes(data: bytes) -> list[str]:

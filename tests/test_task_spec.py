@@ -15,9 +15,10 @@ import pickle
 import subprocess
 import sys
 
-import ferropickle
 import pytest
 from conftest import roundtrip
+
+import ferropickle
 
 ts = pytest.importorskip("dask._task_spec")
 

@@ -90,7 +90,9 @@ def seed_tasks(n: int, n_global: int = 0) -> list[Any]:
 
     process = script_function(n_global)
     return [
-        Task(("process-8d3f", i), functools.partial(process, pathlib.Path(f"/data/in/f{i}.parquet")))
+        Task(
+            ("process-8d3f", i), functools.partial(process, pathlib.Path(f"/data/in/f{i}.parquet"))
+        )
         for i in range(n)
     ]
 
@@ -145,7 +147,7 @@ def measure(budget_s: float = 0.5) -> list[Timing]:
                 Timing(
                     case=case,
                     impl=name,
-                    dumps_s=_best(lambda d=dumps: d(obj), budget_s),
+                    dumps_s=_best(lambda d=dumps, o=obj: d(o), budget_s),
                     loads_s=_best(lambda lo=loads, b=data: lo(b), budget_s),
                     size=len(data),
                 )
