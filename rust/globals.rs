@@ -142,10 +142,7 @@ pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
     let current = lookup.by_value_registry(py)?;
     let stale = {
         let cache = lock();
-        match &cache.registry {
-            Some(seen) => Some(seen.clone_ref(py)),
-            None => None,
-        }
+        cache.registry.as_ref().map(|seen| seen.clone_ref(py))
     };
     let unchanged = match stale {
         Some(seen) => seen.bind(py).eq(&current)?,

@@ -4,6 +4,9 @@
 //! The Python package `ferropickle` re-exports what this module defines; see
 //! `python/ferropickle/_ferropickle.pyi` for the documented API.
 
+// Every `unsafe` block states why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 

@@ -740,6 +740,7 @@ pub fn describe(obj: &Bound<'_, PyAny>) -> String {
     };
     if obj.is_instance_of::<PyType>() {
         format!("class {}", qualname(obj))
+    // SAFETY: type check on a live object.
     } else if unsafe { ffi::PyFunction_Check(obj.as_ptr()) } != 0 {
         format!("function {}", qualname(obj))
     } else {
