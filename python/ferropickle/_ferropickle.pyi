@@ -8,6 +8,19 @@ from typing import Any
 
 from typing_extensions import Buffer
 
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "HIGHEST_PROTOCOL",
+    "PicklingError",
+    "UnpicklingError",
+    "cache_clear",
+    "cache_info",
+    "configure",
+    "dumps",
+    "loads",
+    "stats",
+]
+
 HIGHEST_PROTOCOL: int
 """The highest protocol written and read: 5."""
 
@@ -69,4 +82,52 @@ def loads(
     ``dumps``), from any bytes-like object, without copying it. The keyword arguments mean what
     they mean for ``pickle.loads``. Malformed or truncated data raises ``UnpicklingError`` with
     the byte offset; memory use is bounded by the input's size whatever it claims.
+    """
+
+def cache_info() -> dict[str, Any]:
+    """The caches' settings and counters.
+
+    Keys: ``enabled``, ``entries``, ``bytes``, ``max_bytes``, ``hits``, ``misses``,
+    ``evictions`` for the by-value fragment cache of ``dumps``; ``loads_cache_enabled``,
+    ``loads_cache_stateful``, ``loads_cache_entries``, ``loads_cache_max_entries``,
+    ``loads_cache_hits``, ``loads_cache_misses`` for the functions ``loads`` reuses.
+    """
+
+def cache_clear() -> None:
+    """Empties both caches (and the remembered by-reference/by-value decisions).
+
+    The next ``dumps`` of a by-value function takes a new snapshot of its globals.
+    """
+
+def configure(
+    *,
+    cache: bool | None = None,
+    cache_max_bytes: int | None = None,
+    loads_cache: bool | None = None,
+    loads_cache_max_entries: int | None = None,
+    loads_cache_stateful: bool | None = None,
+) -> dict[str, Any]:
+    """Changes cache settings (``None`` leaves one as it is) and returns ``cache_info()``.
+
+    * ``cache``: keep each by-value function's cloudpickle bytes while the function lives
+      (default on). Its globals, defaults and closure are snapshotted at its first ``dumps``.
+      Turning it off also empties it.
+    * ``cache_max_bytes``: the fragment cache's budget, least recently used evicted first
+      (default 64 MiB).
+    * ``loads_cache``: let ``loads`` reuse a function or class it rebuilt from the same
+      by-value bytes before (default on).
+    * ``loads_cache_max_entries``: how many (default 4096).
+    * ``loads_cache_stateful``: also share functions that can carry state from one call to the
+      next (a ``global``/``nonlocal`` write, a mutable default, a mutable global such as a
+      dict); by default those are rebuilt for every ``loads``, as stock pickle does.
+    """
+
+def stats(*, reset: bool = False) -> dict[str, int | bool]:
+    """Process-wide counters, and the cache counters of ``cache_info()`` prefixed ``cache_``.
+
+    ``dumps_calls``, ``dumps_errors``, ``dumps_bytes``, ``dumps_ns`` (time inside ``dumps``),
+    ``objects_native`` (written without calling Python code), ``objects_reduced`` (through
+    ``__reduce_ex__`` or a reducer), ``objects_by_value`` (by-value functions and classes),
+    ``loads_calls``, ``loads_errors``, ``loads_bytes``, ``loads_ns``. ``reset=True`` zeroes
+    the counters after reading them.
     """
