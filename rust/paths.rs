@@ -136,7 +136,11 @@ impl PathLayout {
             let Ok(part) = part.cast_into_exact::<PyString>() else {
                 return Ok(None);
             };
-            let text = part.to_str()?;
+            // A part with lone surrogates (an undecodable file name) isn't UTF-8: let the class
+            // handle it.
+            let Ok(text) = part.to_str() else {
+                return Ok(None);
+            };
             if i == 0 && (text == "/" || text == "//") {
                 root = if text == "/" { "/" } else { "//" };
             } else if text.is_empty() || text == "." || text.contains('/') {

@@ -1,4 +1,7 @@
-"""``python -m ferropickle bench``: ferropickle against pickle, cloudpickle and distributed."""
+"""``python -m ferropickle bench``: ferropickle against pickle, cloudpickle and distributed.
+
+``python -m ferropickle demo``: the seed workload on a real local Dask cluster, stock vs plugin.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--budget", type=float, default=0.5, help="seconds per measurement (default 0.5)"
     )
+    demo = sub.add_parser(
+        "demo", help="a real local Dask cluster, stock vs --preload ferropickle.dask (needs dask)"
+    )
+    demo.add_argument("--tasks", type=int, default=5000, help="tasks to map (default 5000)")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ferropickle import _demo
+
+        return _demo.main(args.tasks, args.workers, progress=not args.no_progress)
     if args.command == "bench":
         from ferropickle import _bench
 

@@ -15,6 +15,12 @@ from typing import Any
 
 _WRITES_GLOBAL = {"STORE_GLOBAL", "DELETE_GLOBAL"}
 _WRITES_CELL = {"STORE_DEREF", "DELETE_DEREF"}
+_WRITES_ATTR = {"STORE_ATTR", "DELETE_ATTR"}
+# Loads of objects that outlive a call: an attribute store right after one of these mutates a
+# shared object (`f.calls = n` is `LOAD_GLOBAL f; STORE_ATTR calls`).
+_LOADS_SHARED = {"LOAD_GLOBAL", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_NAME"}
+# Names that reach a namespace or an object's attributes indirectly.
+_INDIRECT_WRITERS = {"globals", "vars", "setattr", "delattr", "exec", "eval", "__dict__"}
 _IMMUTABLE_ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis))
 
 
@@ -43,11 +49,18 @@ def _function_ok(func: types.FunctionType, seen: set[int]) -> bool:
     code = func.__code__
     codes = list(_code_objects(code))
     for c in codes:
+        if _INDIRECT_WRITERS.intersection(c.co_names):
+            return False
+        previous = None
         for ins in dis.get_instructions(c):
             if ins.opname in _WRITES_GLOBAL:
                 return False
             if ins.opname in _WRITES_CELL and ins.argval in code.co_freevars:
                 return False
+            if ins.opname in _WRITES_ATTR and previous in _LOADS_SHARED:
+                return False
+            if ins.opname not in {"CACHE", "EXTENDED_ARG"}:
+                previous = ins.opname
     values: list[Any] = list(func.__defaults__ or ())
     values += list((func.__kwdefaults__ or {}).values())
     values += [cell.cell_contents for cell in func.__closure__ or () if _cell_is_set(cell)]

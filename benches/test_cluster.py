@@ -1,0 +1,54 @@
+"""The real-cluster benchmark (issue 4): scheduler CPU per task, stock vs the plugin.
+
+    pytest benches/test_cluster.py --benchmark-only -s
+
+Runs what ``python -m ferropickle demo`` runs: the seed workload (``client.map`` of a function
+defined in ``__main__`` over 5,000 ``Path``s; ``FERROPICKLE_CLUSTER_TASKS`` overrides) on a
+scheduler in its own process with two worker processes, once stock and once with
+``--preload ferropickle.dask`` on the scheduler only, and prints the demo's table. The figure
+that matters is the scheduler's CPU per task (psutil, user + system), reported as a ratio; the
+time pytest-benchmark records is only the wall time of both runs, cluster starts included.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ferropickle import _bench, _demo
+
+pytest.importorskip("distributed")
+pytest.importorskip("tqdm")
+
+N_TASKS = int(os.environ.get("FERROPICKLE_CLUSTER_TASKS", "5000"))
+N_WORKERS = 2
+
+
+def test_scheduler_cpu_per_task(benchmark, capsys):
+    process = _bench.script_function()
+    runs: dict[str, _demo.RunResult] = {}
+
+    def stock_then_plugin() -> None:
+        for label, plugin in (("stock", False), ("ferropickle", True)):
+            runs[label] = _demo.run(
+                label, N_TASKS, n_workers=N_WORKERS, plugin=plugin, progress=False, process=process
+            )
+
+    benchmark.group = f"real cluster, {N_TASKS} tasks (wall of both runs)"
+    benchmark.pedantic(stock_then_plugin, rounds=1, iterations=1)
+    stock, ours = runs["stock"], runs["ferropickle"]
+    ratio = ours.cpu_per_task_s / stock.cpu_per_task_s
+    benchmark.extra_info.update(
+        tasks=N_TASKS,
+        stock_scheduler_cpu_per_task_us=stock.cpu_per_task_s * 1e6,
+        ferropickle_scheduler_cpu_per_task_us=ours.cpu_per_task_s * 1e6,
+        scheduler_cpu_ratio=ratio,
+    )
+    with capsys.disabled():
+        print()
+        print(_demo.table(stock, ours, _demo.message_sizes(process), N_WORKERS))
+        print(f"scheduler CPU per task, ferropickle / stock: {ratio:.2f}x (target <= 0.45x)")
+    assert ours.scheduler_stats["installed"] is True
+    assert not stock.scheduler_stats["installed"]
+    assert ours.results == stock.results
