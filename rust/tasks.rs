@@ -16,6 +16,8 @@
 //! sample node; a type whose check fails (a dask version that changed it) keeps the generic
 //! reduce path.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -103,10 +105,19 @@ impl Field {
 
 static DASK: PyOnceLock<Option<DaskLayout>> = PyOnceLock::new();
 
+/// `len(sys.modules)` when `dask._task_spec` was last found missing: until a module is
+/// imported, there is no need to look again.
+static MODULES_SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+
 /// The dask node layouts, once `dask._task_spec` has been imported by someone else.
 pub fn layout(py: Python<'_>) -> Option<&'static DaskLayout> {
     if let Some(resolved) = DASK.get(py) {
         return resolved.as_ref();
+    }
+    // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to `sys.modules`.
+    let n_modules = unsafe { ffi::PyDict_Size(ffi::PyImport_GetModuleDict()) } as usize;
+    if MODULES_SEEN.swap(n_modules, Ordering::Relaxed) == n_modules {
+        return None;
     }
     let name = pyo3::intern!(py, "dask._task_spec");
     // SAFETY: `PyImport_GetModule` returns a new reference or NULL (with or without an error).
@@ -301,7 +312,12 @@ impl Node {
     /// The field values in order, with nested containers' `kwargs` already without
     /// `"constructor"`; `None` if a slot is unset (the generic path then reports it).
     fn values<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
-        self.fields.iter().map(|f| f.get(obj)).collect()
+        // Sized up front: collecting through `Option` would grow the vector step by step.
+        let mut out = Vec::with_capacity(self.fields.len());
+        for field in &self.fields {
+            out.push(field.get(obj)?);
+        }
+        Some(out)
     }
 }
 

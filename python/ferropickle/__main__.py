@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ferropickle import _bench
 
-        print("Times per call (best of 5); 'x ours' is that time divided by ferropickle's.")
+        print(
+            "Time per object (best of 5 passes) and bytes; 'x ours' divides by ferropickle's.\n"
+            "Reproduce: python -m ferropickle bench"
+        )
         print(_bench.table(_bench.measure(args.budget)))
     return 0
 

@@ -6,11 +6,14 @@ and reported as a ratio to ferropickle, so machine speed cancels out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import pathlib
 import pickle
+import sys
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,53 +123,121 @@ def implementations() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes
     return impls
 
 
+def seed_cases(n: int = 1000) -> dict[str, list[Any]]:
+    """The scheduler's workload: ``n`` distinct seed tasks, each pickled once (issue 3)."""
+    return {
+        "seed Task (plain)": seed_tasks(n, 0),
+        "seed Task (2,000-entry global)": seed_tasks(n, 2000),
+    }
+
+
+@contextlib.contextmanager
+def functions_in_main(objects: list[Any]) -> Iterator[None]:
+    """Makes the seed tasks' ``process`` importable as ``__main__.process`` meanwhile.
+
+    In a real script it is; stock ``pickle.dumps`` (the by-reference baseline, whose bytes a
+    worker could not load) needs it to be.
+    """
+    main = sys.modules["__main__"]
+    funcs = {t.func.func for t in objects if hasattr(getattr(t, "func", None), "func")}
+    missing = object()
+    saved = getattr(main, "process", missing)
+    try:
+        for f in funcs:
+            main.process = f
+        yield
+    finally:
+        if saved is missing:
+            main.__dict__.pop("process", None)
+        else:
+            main.process = saved
+
+
 @dataclass
 class Timing:
     case: str
     impl: str
+    #: Seconds per object; NaN where the row times only loads.
     dumps_s: float
     loads_s: float
     size: int
 
 
-def _best(fn: Callable[[], Any], budget_s: float) -> float:
-    """Best per-call time over 5 repeats, each sized to take about ``budget_s / 5``."""
-    number, _ = timeit.Timer(fn).autorange()
-    per_repeat = max(1, int(number * budget_s / 5 / 0.2))
-    return min(timeit.repeat(fn, number=per_repeat, repeat=5)) / per_repeat
+def _per_object(fn: Callable[[Any], Any], objects: list[Any], budget_s: float) -> float:
+    """Best time per object over 5 passes, each over as many objects as fit in a fifth of
+    ``budget_s`` (at least one), so slow baselines don't take minutes."""
+    t0 = timeit.default_timer()
+    fn(objects[0])
+    once = max(timeit.default_timer() - t0, 1e-7)
+    count = max(1, int(budget_s / 5 / once))
+    sample = [objects[i % len(objects)] for i in range(count)]
+
+    def one_pass() -> None:
+        for o in sample:
+            fn(o)
+
+    return min(timeit.repeat(one_pass, number=1, repeat=5)) / count
 
 
-def measure(budget_s: float = 0.5) -> list[Timing]:
-    """Times dumps and loads of every case with every implementation, in this process."""
+def measure(budget_s: float = 0.5, seed_n: int = 1000) -> list[Timing]:
+    """Times dumps and loads of every case with every implementation, in this process.
+
+    Single objects are pickled over and over; the seed workloads pickle distinct tasks, each
+    once, as the scheduler does. For those, one more row times stock ``pickle.loads`` reading
+    ferropickle's bytes (what a worker without ferropickle does), against ``ferropickle.loads``
+    of the same bytes once it has seen the function.
+    """
     results = []
     impls = implementations()
-    for case, obj in cases().items():
-        for name, (dumps, loads) in impls.items():
-            data = dumps(obj)
-            results.append(
-                Timing(
-                    case=case,
-                    impl=name,
-                    dumps_s=_best(lambda d=dumps, o=obj: d(o), budget_s),
-                    loads_s=_best(lambda lo=loads, b=data: lo(b), budget_s),
-                    size=len(data),
+    groups: dict[str, list[Any]] = {case: [obj] for case, obj in cases().items()}
+    try:
+        groups.update(seed_cases(seed_n))
+    except ImportError:
+        pass
+    for case, objects in groups.items():
+        with functions_in_main(objects):
+            for name, (dumps, loads) in impls.items():
+                blobs = [dumps(o) for o in objects]
+                results.append(
+                    Timing(
+                        case=case,
+                        impl=name,
+                        dumps_s=_per_object(dumps, objects, budget_s),
+                        loads_s=_per_object(loads, blobs, budget_s),
+                        size=len(blobs[0]),
+                    )
                 )
-            )
+                if name == "ferropickle" and case.startswith("seed"):
+                    ours = blobs
+            if case.startswith("seed"):
+                results.append(
+                    Timing(
+                        case=case,
+                        impl="pickle.loads(ours)",
+                        dumps_s=math.nan,
+                        loads_s=_per_object(pickle.loads, ours, budget_s),
+                        size=len(ours[0]),
+                    )
+                )
     return results
 
 
 def table(results: list[Timing]) -> str:
-    """A plain-text table: times per call and each baseline's time as a multiple of ours."""
+    """A plain-text table: times per object and each one's time as a multiple of ours."""
     ours = {r.case: r for r in results if r.impl == "ferropickle"}
     lines = [
-        f"{'case':<28} {'impl':<12} {'dumps':>10} {'x ours':>7} {'loads':>10} {'x ours':>7} "
-        f"{'bytes':>9} {'x ours':>7}"
+        f"{'case':<31} {'impl':<19} {'dumps':>10} {'x ours':>7} {'loads':>10} {'x ours':>7} "
+        f"{'bytes':>7} {'x ours':>7}"
     ]
     for r in results:
         base = ours[r.case]
+        if math.isnan(r.dumps_s):
+            dumps = f"{'-':>10} {'':>7}"
+        else:
+            dumps = f"{r.dumps_s * 1e6:>8.2f}us {r.dumps_s / base.dumps_s:>6.2f}x"
         lines.append(
-            f"{r.case:<28} {r.impl:<12} {r.dumps_s * 1e6:>8.2f}us {r.dumps_s / base.dumps_s:>6.2f}x"
+            f"{r.case:<31} {r.impl:<19} {dumps}"
             f" {r.loads_s * 1e6:>8.2f}us {r.loads_s / base.loads_s:>6.2f}x"
-            f" {r.size:>9} {r.size / base.size:>6.2f}x"
+            f" {r.size:>7} {r.size / base.size:>6.2f}x"
         )
     return "\n".join(lines)
