@@ -14,7 +14,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         impl = bench.params.get("impl") if bench.params else None
         if impl is None or not bench.stats:
             continue
-        groups[bench.group][impl] = bench.stats.stats.min
+        groups[bench.group][impl] = bench.stats.min
     tr = terminalreporter
     tr.write_sep("=", "ratios to ferropickle (min time / ferropickle's min time; >1 = slower)")
     for group, times in sorted(groups.items()):

@@ -27,7 +27,10 @@ IMPLS = _bench.implementations()
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def tasks(request):
-    return request.param, _bench.seed_tasks(N, VARIANTS[request.param])
+    items = _bench.seed_tasks(N, VARIANTS[request.param])
+    # Stock pickle writes `process` by reference, as `__main__.process`: make that resolvable.
+    with _bench.functions_in_main(items):
+        yield request.param, items
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -8,7 +8,9 @@ import decimal
 import enum
 import fractions
 import pickle
+import subprocess
 import sys
+import textwrap
 import uuid
 
 import cloudpickle
@@ -577,3 +579,22 @@ def test_hypothesis_shared_and_cyclic(obj):
     shared.append(outer)
     for proto in PROTOCOLS:
         check_bytes(pickle.dumps(outer, protocol=proto))
+
+
+def test_find_class_raises_the_audit_event_like_pickle():
+    """`pickle.find_class` audit events fire for every global, as with stock pickle (run in a
+    child: an audit hook can't be removed)."""
+    code = textwrap.dedent(
+        """
+        import collections, pickle, sys
+        import ferropickle
+        seen = []
+        sys.addaudithook(lambda e, a: seen.append(a) if e == "pickle.find_class" else None)
+        data = pickle.dumps([collections.OrderedDict(a=1), collections.Counter("ab")], 4)
+        ferropickle.loads(data)
+        ours, seen[:] = list(seen), []
+        pickle.loads(data)
+        assert ours == seen and ours, (ours, seen)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

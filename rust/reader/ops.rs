@@ -11,7 +11,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::input::owned_line;
 use super::stack::Owned;
@@ -36,7 +36,11 @@ fn lookup_attr<'py>(
     }
 }
 
-/// The C-level type name of `obj`'s type (`Py_TYPE(obj)->tp_name`), as CPython's messages use.
+extern "C" {
+    /// `PySys_Audit` (CPython 3.8+, public C API; not wrapped by pyo3-ffi).
+    fn PySys_Audit(event: *const std::ffi::c_char, format: *const std::ffi::c_char, ...) -> i32;
+}
+
 /// The native path builder, when this Python's `pathlib` layout was recognised.
 fn native_paths(py: Python<'_>) -> Option<&PathLayout> {
     Lookup::get(py).ok()?.paths.as_ref()
@@ -51,6 +55,7 @@ fn single_bytes_arg<'py>(args: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>
     args.get_item(0).ok()?.cast_into_exact::<PyBytes>().ok()
 }
 
+/// The C-level type name of `obj`'s type (`Py_TYPE(obj)->tp_name`), as CPython's messages use.
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     // SAFETY: `obj` is live, so its type is; `tp_name` is a NUL-terminated C string owned by
     // the type object.
@@ -400,10 +405,19 @@ impl<'py> Reader<'py> {
         name: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
-        static AUDIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        AUDIT
-            .import(py, "sys", "audit")?
-            .call1(("pickle.find_class", &module, &name))?;
+        // SAFETY: the format "OO" matches the two live object arguments; `PySys_Audit` returns
+        // -1 with an exception set when a hook raises.
+        if unsafe {
+            PySys_Audit(
+                c"pickle.find_class".as_ptr(),
+                c"OO".as_ptr(),
+                module.as_ptr(),
+                name.as_ptr(),
+            )
+        } < 0
+        {
+            return Err(self.fetch());
+        }
         let (mut module, mut name) = (module, name);
         if self.proto < 3 && self.fix_imports {
             static NAME_MAPPING: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
@@ -444,27 +458,21 @@ impl<'py> Reader<'py> {
                 }
             }
         }
-        // `PyImport_Import` (not `PyImport_GetModule`) so partially initialised modules are
-        // not returned, as in CPython (bpo-20664).
-        // SAFETY: `module` is a live str; NULL is handled by `owned`.
-        let module = self.owned(unsafe { ffi::PyImport_Import(module.as_ptr()) })?;
+        let module = self.import_module(&module)?;
         let found = if self.proto >= 4 {
             // `get_dotted_path` + `get_deep_attribute`.
-            let parts = name.call_method1(intern!(py, "split"), (".",))?;
-            let parts = parts.cast_into::<PyList>()?;
-            for part in parts.iter() {
-                if part.eq("<locals>")? {
-                    return Err(PyAttributeError::new_err(format!(
-                        "Can't pickle local attribute {} on {}",
-                        name.repr()?,
-                        module.repr()?
-                    )));
-                }
+            let dotted = name.cast::<PyString>()?.to_str()?;
+            if dotted.split('.').any(|part| part == "<locals>") {
+                return Err(PyAttributeError::new_err(format!(
+                    "Can't pickle local attribute {} on {}",
+                    name.repr()?,
+                    module.repr()?
+                )));
             }
             let mut obj = Some(module.clone());
-            for part in parts.iter() {
+            for part in dotted.split('.') {
                 obj = match obj {
-                    Some(o) => lookup_attr(&o, &part)?,
+                    Some(o) => lookup_attr(&o, PyString::new(py, part).as_any())?,
                     None => break,
                 };
             }
@@ -480,6 +488,37 @@ impl<'py> Reader<'py> {
                 module.repr()?
             ))),
         }
+    }
+
+    /// `__import__(module)` then `sys.modules[module]`, as `find_class` does, starting with
+    /// `sys.modules` itself: for a module that is already imported and fully initialised that is
+    /// all `PyImport_Import` ends up returning, without its call through `builtins.__import__`.
+    /// A module still initialising (`__spec__._initializing`) takes the full import, which waits
+    /// for it, as in CPython (bpo-20664).
+    fn import_module(&self, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        // SAFETY: `name` is live; `PyImport_GetModule` returns a new reference or NULL.
+        let cached = unsafe { ffi::PyImport_GetModule(name.as_ptr()) };
+        if cached.is_null() {
+            let _ = PyErr::take(py);
+        } else {
+            // SAFETY: a new reference we now own.
+            let module = unsafe { Bound::from_owned_ptr(py, cached) };
+            let initialising = module
+                .getattr_opt(intern!(py, "__spec__"))?
+                .filter(|spec| !spec.is_none())
+                .map(|spec| spec.getattr_opt(intern!(py, "_initializing")))
+                .transpose()?
+                .flatten()
+                .map(|flag| flag.is_truthy())
+                .transpose()?
+                .unwrap_or(false);
+            if !initialising {
+                return Ok(module);
+            }
+        }
+        // SAFETY: `name` is live; NULL is handled by `owned`.
+        self.owned(unsafe { ffi::PyImport_Import(name.as_ptr()) })
     }
 
     /// A module or class name argument of GLOBAL/INST: a non-empty line, decoded strictly.
