@@ -177,6 +177,37 @@ impl<'py> Pickler<'py> {
         self.save_nested(obj, unique)
     }
 
+    /// None, bools, 64-bit ints and floats straight from a borrowed pointer: writing them runs
+    /// no Python code, so a container's item needs no reference of our own. `false` (nothing
+    /// written) for anything else.
+    #[inline(always)]
+    fn save_scalar(&mut self, ptr: *mut ffi::PyObject) -> bool {
+        // SAFETY: callers pass a live object borrowed from a container they hold; the checks
+        // only read its type and value.
+        unsafe {
+            if ffi::PyLong_CheckExact(ptr) != 0 {
+                let mut overflow = 0;
+                let v = ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow);
+                if overflow != 0 {
+                    return false;
+                }
+                self.out.int(v);
+            } else if ffi::PyFloat_CheckExact(ptr) != 0 {
+                self.out.float(ffi::PyFloat_AS_DOUBLE(ptr));
+            } else if ptr == ffi::Py_None() {
+                self.out.op(NONE);
+            } else if ptr == ffi::Py_True() {
+                self.out.op(NEWTRUE);
+            } else if ptr == ffi::Py_False() {
+                self.out.op(NEWFALSE);
+            } else {
+                return false;
+            }
+        }
+        self.counts.objects += 1;
+        true
+    }
+
     /// Everything that may recurse: counts depth and notes the failing object on error.
     #[inline(never)]
     fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
@@ -460,6 +491,11 @@ impl<'py> Pickler<'py> {
             self.out.op(MARK);
             let end = i + BATCHSIZE;
             while i < end && i < list.len() {
+                // SAFETY: `i < len`; the borrowed item is only read, with no code run meanwhile.
+                if self.save_scalar(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as _) }) {
+                    i += 1;
+                    continue;
+                }
                 let (item, item_unique) = list_item(py, list, i);
                 if let Err(e) = self.save(&item, item_unique) {
                     return Err(self.at(e, || format!("list[{i}]")));
