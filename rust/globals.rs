@@ -85,26 +85,37 @@ impl Anchor {
         let Some((first, rest)) = self.path.split_first() else {
             return false;
         };
-        // SAFETY: `PyImport_GetModuleDict`, `PyModule_GetDict` and `PyDict_GetItemWithError`
-        // return borrowed references (or NULL); `sys.modules` keeps the module and its dict
-        // alive while we read them, and the value found is owned before any code can run.
-        let top = unsafe {
+        // SAFETY: `PyImport_GetModuleDict` and `PyDict_GetItemWithError` return borrowed
+        // references (or NULL); `sys.modules` keeps the module alive while we take our own
+        // reference to it, before any code can run.
+        let module = unsafe {
             let modules = ffi::PyImport_GetModuleDict();
             let module = ffi::PyDict_GetItemWithError(modules, module_name.as_ptr());
-            if module.is_null()
-                || module as usize != self.module
-                || ffi::PyModule_Check(module) == 0
-            {
+            if module.is_null() || module as usize != self.module {
                 let _ = PyErr::take(py);
                 return false;
             }
-            let dict = ffi::PyModule_GetDict(module);
-            let top = ffi::PyDict_GetItemWithError(dict, first.as_ptr());
-            if top.is_null() {
-                let _ = PyErr::take(py);
-                return false;
+            Bound::from_borrowed_ptr(py, module)
+        };
+        // A real module: a lookup in its dict. Anything else in `sys.modules` (some packages
+        // put an object there): an attribute lookup, as `pickle` does.
+        // SAFETY: type check on a live object; `PyModule_GetDict` and `PyDict_GetItemWithError`
+        // return borrowed references, owned before any code can run.
+        let top = unsafe {
+            if ffi::PyModule_Check(module.as_ptr()) != 0 {
+                let dict = ffi::PyModule_GetDict(module.as_ptr());
+                let top = ffi::PyDict_GetItemWithError(dict, first.as_ptr());
+                if top.is_null() {
+                    let _ = PyErr::take(py);
+                    return false;
+                }
+                Bound::from_borrowed_ptr(py, top)
+            } else {
+                match module.getattr(first.bind(py)) {
+                    Ok(top) => top,
+                    Err(_) => return false,
+                }
             }
-            Bound::from_borrowed_ptr(py, top)
         };
         let mut found = top;
         for part in rest {
@@ -284,8 +295,6 @@ fn compute(
         },
     };
     let module_addr = module.as_ptr() as usize;
-    // SAFETY: type check on a live object (we hold `module`).
-    let real_module = unsafe { ffi::PyModule_Check(module.as_ptr()) } != 0;
     let mut found = module;
     let mut path = Vec::new();
     for part in qualname.to_str()?.split('.') {
@@ -325,7 +334,7 @@ fn compute(
             qualname
         )));
     }
-    let anchor = real_module.then_some(Anchor {
+    let anchor = Some(Anchor {
         module: module_addr,
         path,
     });

@@ -102,6 +102,7 @@ fn cache_clear() {
     cache_max_bytes=None,
     loads_cache=None,
     loads_cache_max_entries=None,
+    loads_cache_max_bytes=None,
     loads_cache_stateful=None,
 ))]
 fn configure(
@@ -110,10 +111,17 @@ fn configure(
     cache_max_bytes: Option<usize>,
     loads_cache: Option<bool>,
     loads_cache_max_entries: Option<usize>,
+    loads_cache_max_bytes: Option<usize>,
     loads_cache_stateful: Option<bool>,
 ) -> PyResult<Bound<'_, PyDict>> {
     cache::configure(cache, cache_max_bytes);
-    rebuilt::configure(loads_cache, loads_cache_max_entries, loads_cache_stateful);
+    rebuilt::configure(
+        py,
+        loads_cache,
+        loads_cache_max_entries,
+        loads_cache_max_bytes,
+        loads_cache_stateful,
+    );
     cache_info(py)
 }
 

@@ -118,7 +118,9 @@ pub fn save_partial<'py>(
         .map_err(|e| p.at(e, || "partial.func".to_owned()))?;
     p.out.ops(&[TUPLE1, REDUCE]);
     // Memoized before the state, like every reduced object: the state may lead back here.
-    p.memoize(obj);
+    if p.memoize_reduced(obj) {
+        return Ok(true);
+    }
     p.out.op(MARK);
     p.save(&f.func, false)?;
     let args_unique = f.args.get_refcnt() == 2;

@@ -68,7 +68,8 @@ pub fn dumps<'py>(
             .map_err(Into::into);
     }
     let timer = stats::Timer::start();
-    let (buf, memo) = SCRATCH.with(|s| s.take());
+    // `try_with`: a thread being torn down has no scratch left, and just allocates.
+    let (buf, memo) = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
     let mut p = Pickler::new(py, lookup, proto, buffer_callback, buf, memo);
     let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
     let Pickler {
@@ -84,7 +85,7 @@ pub fn dumps<'py>(
     // the next call on this thread unless this one made them large.
     memo.clear();
     if out.capacity() <= SCRATCH_MAX_BYTES && !memo.is_large() {
-        SCRATCH.with(|s| s.set((out, memo)));
+        let _ = SCRATCH.try_with(|s| s.set((out, memo)));
     }
     result
 }
@@ -261,7 +262,9 @@ impl<'py> Pickler<'py> {
                     ffi::PyByteArray_Size(ptr) as usize,
                 );
                 self.out.bytearray(data);
-                return self.memoize_unless(obj, unique);
+                // Mutable: memoized even when nothing else refers to it now, as `pickle` does.
+                self.memoize(obj);
+                return Ok(());
             }
             if ffi::PyType_Check(ptr) != 0 {
                 return self.save_type(obj.cast_unchecked());
@@ -305,6 +308,20 @@ impl<'py> Pickler<'py> {
             self.memoize(obj);
         }
         Ok(())
+    }
+
+    /// After the `REDUCE`/`NEWOBJ` that rebuilds `obj`: memoizes it, or, when writing its
+    /// arguments already reached it (a cycle through them), throws the new copy away and
+    /// fetches that one, as `save_reduce` does. `true` in that case: its state was written
+    /// already and must not be written again.
+    pub fn memoize_reduced(&mut self, obj: &Bound<'py, PyAny>) -> bool {
+        if let Some(idx) = self.memo.get(obj) {
+            self.out.op(POP);
+            self.out.get(idx);
+            return true;
+        }
+        self.memoize(obj);
+        false
     }
 
     #[inline]
@@ -574,7 +591,10 @@ impl<'py> Pickler<'py> {
         self.out.op(EMPTY_SET);
         self.memoize(set.as_any());
         let mut in_batch = 0;
-        for item in set.iter() {
+        // A plain iterator, so that a set changed while we write it raises `RuntimeError` as in
+        // `pickle` (PyO3's set iterator treats that as a bug and panics).
+        for item in set.as_any().try_iter()? {
+            let item = item?;
             if in_batch == 0 {
                 self.out.op(MARK);
             }
@@ -598,7 +618,8 @@ impl<'py> Pickler<'py> {
     /// `save_frozenset`: `MARK ... FROZENSET`, with the same recursion check as tuples.
     fn save_frozenset(&mut self, set: &Bound<'py, PyFrozenSet>, unique: bool) -> PyResult<()> {
         self.out.op(MARK);
-        for item in set.iter() {
+        for item in set.as_any().try_iter()? {
+            let item = item?;
             let item_unique = item.get_refcnt() == 2;
             self.save(&item, item_unique)
                 .map_err(|e| self.at(e, || "frozenset item".to_owned()))?;

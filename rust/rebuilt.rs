@@ -6,16 +6,19 @@
 //! every task. So when a `REDUCE` calls `pickle.loads` on exactly one bytes object, we look the
 //! bytes up here first and hand back the object rebuilt last time.
 //!
-//! - Only classes and *stateless* functions are shared (`ferropickle/_stateless.py` decides,
-//!   once per fragment): stock `pickle.loads` gives every message its own copy of a function's
-//!   globals, closure cells and defaults, so a function that can carry state from one call to
-//!   the next (a `global` or `nonlocal` write, a mutable default, a mutable global it reads) is
-//!   rebuilt for every message as before, unless `configure(loads_cache_stateful=True)` asks
-//!   otherwise.
-//! - Keyed by an xxh3-128 digest of the bytes, confirmed by comparing the bytes themselves, so
-//!   a hit is always the same fragment.
-//! - At most `max_entries` (least recently used evicted); `configure(loads_cache=False)` turns it
-//!   off. Stock `pickle.loads` is unaffected: it just runs the nested `pickle.loads`.
+//! - Only *stateless* functions are shared (`ferropickle/_stateless.py` decides, once per
+//!   fragment): stock `pickle.loads` gives every message its own copy of a function's globals,
+//!   closure cells and defaults, so a function that can carry state from one call to the next
+//!   (a `global` or `nonlocal` write, a mutable default, a mutable global it reads) is rebuilt
+//!   for every message as before, unless `configure(loads_cache_stateful=True)` asks otherwise.
+//!   By-value classes are rebuilt too: cloudpickle hands back the same class object each time,
+//!   but resets its attributes to the pickled ones, which sharing would skip.
+//! - Keyed by an xxh3-128 digest of the bytes. A shared entry keeps the bytes and compares them,
+//!   so a hit is always the same fragment; a not-shareable entry keeps only the digest and
+//!   length (a collision could only cost a rebuild).
+//! - At most `max_entries` entries and `max_bytes` of kept fragments (least recently used
+//!   evicted); `configure(loads_cache=False)` turns it off. Stock `pickle.loads` is unaffected:
+//!   it just runs the nested `pickle.loads`.
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -27,16 +30,34 @@ use pyo3::types::{PyBytes, PyDict};
 use xxhash_rust::xxh3::xxh3_128;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 4096;
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-struct Entry {
-    fragment: Py<PyBytes>,
-    /// `None`: this fragment's function carries state, so every load rebuilds it.
-    rebuilt: Option<Py<PyAny>>,
+enum Entry {
+    /// A stateless function, shared by every load of these very bytes.
+    Shared {
+        fragment: Py<PyBytes>,
+        rebuilt: Py<PyAny>,
+    },
+    /// Rebuilt for every load (it may carry state, or it is a class); remembered only so the
+    /// decision is not made again.
+    Rebuild { len: usize },
+}
+
+impl Entry {
+    /// Bytes this entry keeps alive, for the budget.
+    fn kept_bytes(&self, py: Python<'_>) -> usize {
+        match self {
+            Entry::Shared { fragment, .. } => fragment.bind(py).as_bytes().len(),
+            Entry::Rebuild { .. } => 0,
+        }
+    }
 }
 
 struct Rebuilt {
     entries: LruCache<u128, Entry>,
     max_entries: usize,
+    bytes: usize,
+    max_bytes: usize,
     enabled: bool,
     share_stateful: bool,
     hits: u64,
@@ -47,6 +68,8 @@ static REBUILT: LazyLock<Mutex<Rebuilt>> = LazyLock::new(|| {
     Mutex::new(Rebuilt {
         entries: LruCache::unbounded(),
         max_entries: DEFAULT_MAX_ENTRIES,
+        bytes: 0,
+        max_bytes: DEFAULT_MAX_BYTES,
         enabled: true,
         share_stateful: false,
         hits: 0,
@@ -86,11 +109,13 @@ pub fn load<'py>(
             drop(table);
             return loads.call1((fragment,));
         }
-        let known = table
-            .entries
-            .get(&key)
-            .filter(|e| e.fragment.bind(py).as_bytes() == bytes)
-            .map(|e| e.rebuilt.as_ref().map(|o| o.clone_ref(py)));
+        let known = match table.entries.get(&key) {
+            Some(Entry::Shared { fragment, rebuilt }) if fragment.bind(py).as_bytes() == bytes => {
+                Some(Some(rebuilt.clone_ref(py)))
+            }
+            Some(Entry::Rebuild { len }) if *len == bytes.len() => Some(None),
+            _ => None,
+        };
         match &known {
             Some(Some(_)) => table.hits += 1,
             _ => table.misses += 1,
@@ -108,20 +133,33 @@ pub fn load<'py>(
     let function_or_class =
         unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 || ffi::PyType_Check(obj.as_ptr()) != 0 };
     if function_or_class {
-        let share = share_stateful || is_stateless(&obj)?;
+        // SAFETY: type check on a live object.
+        let function = unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 };
+        let share = function && (share_stateful || is_stateless(&obj)?);
         let evicted = {
             let mut table = lock();
             let mut evicted = Vec::new();
-            if table.enabled && table.max_entries > 0 {
-                evicted.extend(table.entries.put(
-                    key,
-                    Entry {
-                        fragment: fragment.clone().unbind(),
-                        rebuilt: share.then(|| obj.clone().unbind()),
-                    },
-                ));
-                while table.entries.len() > table.max_entries {
-                    evicted.extend(table.entries.pop_lru().map(|(_, e)| e));
+            let entry = if share {
+                Entry::Shared {
+                    fragment: fragment.clone().unbind(),
+                    rebuilt: obj.clone().unbind(),
+                }
+            } else {
+                Entry::Rebuild { len: bytes.len() }
+            };
+            let size = entry.kept_bytes(py);
+            if table.enabled && table.max_entries > 0 && size <= table.max_bytes {
+                if let Some(old) = table.entries.put(key, entry) {
+                    table.bytes -= old.kept_bytes(py);
+                    evicted.push(old);
+                }
+                table.bytes += size;
+                while table.entries.len() > table.max_entries || table.bytes > table.max_bytes {
+                    let Some((_, old)) = table.entries.pop_lru() else {
+                        break;
+                    };
+                    table.bytes -= old.kept_bytes(py);
+                    evicted.push(old);
                 }
             }
             evicted
@@ -151,6 +189,7 @@ pub fn clear() {
         let mut table = lock();
         table.hits = 0;
         table.misses = 0;
+        table.bytes = 0;
         std::mem::replace(&mut table.entries, LruCache::unbounded())
     };
     drop(old);
@@ -164,10 +203,19 @@ pub fn reset_counters() {
 
 /// Turns the table on or off (off also empties it), sets its size and whether functions that
 /// may carry state are shared too.
-pub fn configure(enabled: Option<bool>, max_entries: Option<usize>, share_stateful: Option<bool>) {
+pub fn configure(
+    py: Python<'_>,
+    enabled: Option<bool>,
+    max_entries: Option<usize>,
+    max_bytes: Option<usize>,
+    share_stateful: Option<bool>,
+) {
     let mut evicted = Vec::new();
     {
         let mut table = lock();
+        if let Some(max) = max_bytes {
+            table.max_bytes = max;
+        }
         if let Some(on) = enabled {
             table.enabled = on;
         }
@@ -179,6 +227,7 @@ pub fn configure(enabled: Option<bool>, max_entries: Option<usize>, share_statef
                         .into_iter()
                         .map(|(_, e)| e),
                 );
+                table.bytes = 0;
             }
             table.share_stateful = share;
         }
@@ -186,26 +235,35 @@ pub fn configure(enabled: Option<bool>, max_entries: Option<usize>, share_statef
             table.max_entries = max;
         }
         let keep = if table.enabled { table.max_entries } else { 0 };
-        while table.entries.len() > keep {
-            evicted.extend(table.entries.pop_lru().map(|(_, e)| e));
+        while table.entries.len() > keep || table.bytes > table.max_bytes {
+            let Some((_, old)) = table.entries.pop_lru() else {
+                break;
+            };
+            table.bytes -= old.kept_bytes(py);
+            evicted.push(old);
         }
     }
     drop(evicted);
 }
 
-/// `loads_cache_enabled`, `_stateful`, `_entries`, `_max_entries`, `_hits`, `_misses`.
+/// `loads_cache_enabled`, `_stateful`, `_entries`, `_max_entries`, `_bytes`, `_max_bytes`,
+/// `_hits`, `_misses`.
 pub fn info(out: &Bound<'_, PyDict>) -> PyResult<()> {
-    let (enabled, stateful, entries, max_entries, hits, misses) = {
+    let (enabled, stateful, entries, max_entries, bytes, max_bytes, hits, misses) = {
         let table = lock();
         (
             table.enabled,
             table.share_stateful,
             table.entries.len(),
             table.max_entries,
+            table.bytes,
+            table.max_bytes,
             table.hits,
             table.misses,
         )
     };
+    out.set_item("loads_cache_bytes", bytes)?;
+    out.set_item("loads_cache_max_bytes", max_bytes)?;
     out.set_item("loads_cache_enabled", enabled)?;
     out.set_item("loads_cache_stateful", stateful)?;
     out.set_item("loads_cache_entries", entries)?;

@@ -179,26 +179,25 @@ fn save_reduce<'py>(
             }
             p.save(&cls, false)
                 .map_err(|e| p.at(e, || format!("{}.__class__", owner())))?;
-            save_args(p, args, 1, obj)?;
+            save_newobj_args(p, args, obj)?;
             p.out.op(NEWOBJ);
         }
         Constructor::Reduce => {
             p.save(&callable, false)
                 .map_err(|e| p.at(e, || format!("{} reducer", owner())))?;
-            save_args(p, args, 0, obj)?;
+            // The reducer's own tuple, which it may share (`BaseException.__reduce__` returns
+            // `self.args`): written like any tuple, memoized unless ours is the only other
+            // reference (`rv` holds one, `args` another).
+            let args_unique = args.get_refcnt() == 2;
+            p.save_tuple_as(args, args_unique, |i| format!("{}.args[{i}]", owner()))?;
             p.out.op(REDUCE);
         }
     }
 
-    // An object met again while its own arguments were written is recursive: throw away what we
-    // built and fetch the memoized one, as `save_reduce` does.
-    if let Some(idx) = p.memo.get(obj) {
-        p.out.op(POP);
-        p.out.get(idx);
+    // Memoized before its state: a reference cycle through the state comes back here.
+    if p.memoize_reduced(obj) {
         return Ok(());
     }
-    // Always memoized before its state: a reference cycle through the state comes back here.
-    p.memoize(obj);
     if let Some(items) = listitems {
         batch_list(p, &items, obj)?;
     }
@@ -252,14 +251,14 @@ fn constructor<'py>(p: &Pickler<'py>, callable: &Bound<'py, PyAny>) -> PyResult<
     })
 }
 
-/// The reducer's argument tuple from item `skip` on, written as a fresh tuple (it is never
-/// shared, so it needs no memo entry), with each item's place known for error messages.
-fn save_args<'py>(
+/// `args[1:]` for `NEWOBJ`, written as the fresh tuple `pickle` builds for it (nothing else can
+/// refer to that one, so it needs no memo entry), with each item's place known for errors.
+fn save_newobj_args<'py>(
     p: &mut Pickler<'py>,
     args: &Bound<'py, PyTuple>,
-    skip: usize,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    let skip = 1;
     let n = args.len().saturating_sub(skip);
     match n {
         0 => {
@@ -389,10 +388,13 @@ fn save_picklebuffer<'py>(
     if in_band {
         if view.readonly() {
             p.out.bytes(view.as_bytes());
+            p.memoize_unless(obj, unique)
         } else {
+            // Loads as a (mutable) bytearray: memoized whatever its reference count.
             p.out.bytearray(view.as_bytes());
+            p.memoize(obj);
+            Ok(())
         }
-        p.memoize_unless(obj, unique)
     } else {
         p.out.op(NEXT_BUFFER);
         if view.readonly() {

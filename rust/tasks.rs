@@ -351,7 +351,7 @@ pub fn save_node<'py>(
                 _ => TUPLE,
             });
             p.out.op(REDUCE);
-            p.memoize(obj);
+            p.memoize_reduced(obj);
         }
         Shape::State { as_list } => {
             p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);

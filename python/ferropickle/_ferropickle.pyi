@@ -90,7 +90,8 @@ def cache_info() -> dict[str, Any]:
     Keys: ``enabled``, ``entries``, ``bytes``, ``max_bytes``, ``hits``, ``misses``,
     ``evictions`` for the by-value fragment cache of ``dumps``; ``loads_cache_enabled``,
     ``loads_cache_stateful``, ``loads_cache_entries``, ``loads_cache_max_entries``,
-    ``loads_cache_hits``, ``loads_cache_misses`` for the functions ``loads`` reuses.
+    ``loads_cache_bytes``, ``loads_cache_max_bytes``, ``loads_cache_hits``,
+    ``loads_cache_misses`` for the functions ``loads`` reuses.
     """
 
 def cache_clear() -> None:
@@ -105,6 +106,7 @@ def configure(
     cache_max_bytes: int | None = None,
     loads_cache: bool | None = None,
     loads_cache_max_entries: int | None = None,
+    loads_cache_max_bytes: int | None = None,
     loads_cache_stateful: bool | None = None,
 ) -> dict[str, Any]:
     """Changes cache settings (``None`` leaves one as it is) and returns ``cache_info()``.
@@ -114,9 +116,10 @@ def configure(
       Turning it off also empties it.
     * ``cache_max_bytes``: the fragment cache's budget, least recently used evicted first
       (default 64 MiB).
-    * ``loads_cache``: let ``loads`` reuse a function or class it rebuilt from the same
-      by-value bytes before (default on).
-    * ``loads_cache_max_entries``: how many (default 4096).
+    * ``loads_cache``: let ``loads`` reuse a function it rebuilt from the same by-value bytes
+      before (default on).
+    * ``loads_cache_max_entries``, ``loads_cache_max_bytes``: how many, and how many bytes of
+      by-value fragments kept for comparison (defaults 4096 and 64 MiB).
     * ``loads_cache_stateful``: also share functions that can carry state from one call to the
       next (a ``global``/``nonlocal`` write, a mutable default, a mutable global such as a
       dict); by default those are rebuilt for every ``loads``, as stock pickle does.

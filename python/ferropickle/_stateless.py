@@ -10,8 +10,11 @@ anything it can't prove harmless is rebuilt per message as usual.
 from __future__ import annotations
 
 import dis
+import sys
 import types
 from typing import Any
+
+import cloudpickle
 
 _WRITES_GLOBAL = {"STORE_GLOBAL", "DELETE_GLOBAL"}
 _WRITES_CELL = {"STORE_DEREF", "DELETE_DEREF"}
@@ -25,16 +28,13 @@ _IMMUTABLE_ATOMS = (type(None), bool, int, float, complex, str, bytes, range, ty
 
 
 def is_stateless(obj: Any) -> bool:
-    """Whether sharing ``obj`` (a function or a class) between loads can't be observed.
+    """Whether sharing ``obj`` (a rebuilt by-value function) between loads can't be observed.
 
-    Classes are shared: cloudpickle itself reuses a rebuilt class across loads in a process (its
-    class tracker), and instances must agree on their class. A function qualifies when it has no
+    A function qualifies when it has no
     ``__dict__`` entries, never rebinds a global or a closure cell, and every default, closure
     value and global it reads is immutable, a module, a class, a builtin or a function that
     qualifies in turn.
     """
-    if isinstance(obj, type):
-        return True
     if not isinstance(obj, types.FunctionType):
         return False
     return _function_ok(obj, set())
@@ -76,6 +76,22 @@ def _code_objects(code: types.CodeType):
             yield from _code_objects(const)
 
 
+def _importable(cls: type) -> bool:
+    """Whether ``cls`` is reached by name from its module (so pickled by reference, and the
+    very same class object in every load), as opposed to rebuilt by value."""
+    module_name = getattr(cls, "__module__", None)
+    if not module_name or module_name == "__main__":
+        return False
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module_name.split(".")
+    if any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1)):
+        return False
+    found: Any = sys.modules.get(module_name)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
+
+
 def _cell_is_set(cell: types.CellType) -> bool:
     try:
         cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
@@ -89,8 +105,10 @@ def _value_ok(value: Any, seen: set[int]) -> bool:
         return True
     if isinstance(value, (tuple, frozenset)):
         return all(_value_ok(v, seen) for v in value)
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)):
+    if isinstance(value, (types.ModuleType, types.BuiltinFunctionType)):
         return True
+    if isinstance(value, type):
+        return _importable(value)
     if isinstance(value, types.FunctionType):
         return _function_ok(value, seen)
     return False
