@@ -6,13 +6,13 @@
 //! and classes, through cloudpickle).
 //!
 //! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
-//! reference count is 1 when we reach it is held only by the edge we came through. For atoms
-//! (str, bytes, bytearray) and immutable containers (tuple, frozenset) that means the memo entry
-//! could never be used: such "unique" objects skip the memo, which is most of the atoms and
-//! small tuples in real data. Mutable containers and reduced objects are always memoized before
-//! their contents, exactly as `pickle` does: every reference cycle passes through one of them,
-//! so that is what stops a walk around a cycle (a tuple in a cycle is reached twice, as in
-//! `pickle`, and its second copy is thrown away with `POP`).
+//! reference count is 1 when we reach it is held only by the edge we came through. For immutable
+//! atoms (str, bytes) and immutable containers (tuple, frozenset) that means the memo entry could
+//! never be used: such "unique" objects skip the memo, which is most of the atoms and small
+//! tuples in real data. Mutable objects (bytearray, containers) and reduced objects are always
+//! memoized, containers before their contents, exactly as `pickle` does: every reference cycle
+//! passes through one of them, so that is what stops a walk around a cycle (a tuple in a cycle is
+//! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
 
 use pyo3::exceptions::{
     PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError,
