@@ -16,9 +16,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use lru::LruCache;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyWeakrefReference};
+
+use crate::budget::Budget;
 
 /// Default budget: enough for thousands of typical functions, small next to a scheduler's heap.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -30,24 +31,19 @@ struct Entry {
 }
 
 struct Cache {
-    entries: LruCache<usize, Entry>,
-    bytes: usize,
-    max_bytes: usize,
+    /// Bounded by bytes only: an entry is as many as there are live by-value functions.
+    entries: Budget<usize, Entry>,
     enabled: bool,
     hits: u64,
     misses: u64,
-    evictions: u64,
 }
 
 static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
     Mutex::new(Cache {
-        entries: LruCache::unbounded(),
-        bytes: 0,
-        max_bytes: DEFAULT_MAX_BYTES,
+        entries: Budget::new(usize::MAX, DEFAULT_MAX_BYTES),
         enabled: true,
         hits: 0,
         misses: 0,
-        evictions: 0,
     })
 });
 
@@ -61,33 +57,18 @@ fn lock() -> MutexGuard<'static, Cache> {
 }
 
 impl Cache {
-    fn remove(&mut self, key: usize) -> Option<Entry> {
-        let entry = self.entries.pop(&key)?;
-        self.bytes -= fragment_len(&entry);
-        Some(entry)
-    }
-
     /// Drops entries whose object died while the lock was held elsewhere.
     fn sweep(&mut self, py: Python<'_>, dropped: &mut Vec<Entry>) {
         if !DIRTY.swap(false, Ordering::AcqRel) {
             return;
         }
-        let dead: Vec<usize> = self
+        for key in self
             .entries
-            .iter()
-            .filter(|(_, e)| e.weak.bind(py).upgrade().is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        for key in dead {
-            dropped.extend(self.remove(key));
+            .keys_where(|e| e.weak.bind(py).upgrade().is_none())
+        {
+            dropped.extend(self.entries.remove(&key));
         }
     }
-}
-
-fn fragment_len(entry: &Entry) -> usize {
-    // SAFETY: `fragment` is a bytes object; reading its size needs no GIL-protected state
-    // beyond the object being alive, which the entry guarantees.
-    unsafe { pyo3::ffi::PyBytes_Size(entry.fragment.as_ptr()) as usize }
 }
 
 /// The cached fragment for `obj` at protocol `proto`, if there is one for this very object.
@@ -123,7 +104,7 @@ pub fn put(obj: &Bound<'_, PyAny>, proto: u8, fragment: &Bound<'_, PyBytes>) -> 
     let size = fragment.as_bytes().len();
     {
         let cache = lock();
-        if !cache.enabled || size > cache.max_bytes {
+        if !cache.enabled || size > cache.entries.max_bytes() {
             return Ok(());
         }
     }
@@ -132,28 +113,13 @@ pub fn put(obj: &Bound<'_, PyAny>, proto: u8, fragment: &Bound<'_, PyBytes>) -> 
     let Ok(weak) = PyWeakrefReference::new_with(obj, callback) else {
         return Ok(());
     };
+    let entry = Entry {
+        weak: weak.unbind(),
+        fragment: fragment.clone().unbind(),
+        proto,
+    };
     let mut dropped = Vec::new();
-    {
-        let mut cache = lock();
-        dropped.extend(cache.remove(key));
-        cache.entries.put(
-            key,
-            Entry {
-                weak: weak.unbind(),
-                fragment: fragment.clone().unbind(),
-                proto,
-            },
-        );
-        cache.bytes += size;
-        while cache.bytes > cache.max_bytes {
-            let Some((_, old)) = cache.entries.pop_lru() else {
-                break;
-            };
-            cache.bytes -= fragment_len(&old);
-            cache.evictions += 1;
-            dropped.push(old);
-        }
-    }
+    lock().entries.insert(key, entry, size, &mut dropped);
     // Released outside the lock: dropping a weak reference or bytes runs no Python code today,
     // but nothing here should rely on that.
     drop(dropped);
@@ -177,7 +143,11 @@ impl Evict {
             .entries
             .peek(&self.key)
             .is_some_and(|e| e.weak.as_ptr() == weak.as_ptr());
-        let removed = if same { cache.remove(self.key) } else { None };
+        let removed = if same {
+            cache.entries.remove(&self.key)
+        } else {
+            None
+        };
         drop(cache);
         drop(removed);
     }
@@ -185,14 +155,14 @@ impl Evict {
 
 /// Empties the cache (and its counters).
 pub fn clear() {
-    let old = {
+    let mut old = Vec::new();
+    {
         let mut cache = lock();
-        cache.bytes = 0;
+        cache.entries.clear(&mut old);
         cache.hits = 0;
         cache.misses = 0;
-        cache.evictions = 0;
-        std::mem::replace(&mut cache.entries, LruCache::unbounded())
-    };
+        cache.entries.reset_evictions();
+    }
     drop(old);
 }
 
@@ -201,7 +171,7 @@ pub fn reset_counters() {
     let mut cache = lock();
     cache.hits = 0;
     cache.misses = 0;
-    cache.evictions = 0;
+    cache.entries.reset_evictions();
 }
 
 /// Turns the cache on or off (off also empties it) and sets its byte budget.
@@ -212,23 +182,10 @@ pub fn configure(enabled: Option<bool>, max_bytes: Option<usize>) {
         if let Some(on) = enabled {
             cache.enabled = on;
             if !on {
-                while let Some((_, e)) = cache.entries.pop_lru() {
-                    evicted.push(e);
-                }
-                cache.bytes = 0;
+                cache.entries.clear(&mut evicted);
             }
         }
-        if let Some(max) = max_bytes {
-            cache.max_bytes = max;
-            while cache.bytes > cache.max_bytes {
-                let Some((_, old)) = cache.entries.pop_lru() else {
-                    break;
-                };
-                cache.bytes -= fragment_len(&old);
-                cache.evictions += 1;
-                evicted.push(old);
-            }
-        }
+        cache.entries.set_limits(None, max_bytes, &mut evicted);
     }
     drop(evicted);
 }
@@ -242,11 +199,11 @@ pub fn info(py: Python<'_>, out: &Bound<'_, PyDict>) -> PyResult<()> {
         (
             cache.enabled,
             cache.entries.len(),
-            cache.bytes,
-            cache.max_bytes,
+            cache.entries.bytes(),
+            cache.entries.max_bytes(),
             cache.hits,
             cache.misses,
-            cache.evictions,
+            cache.entries.evictions(),
         )
     };
     drop(dropped);

@@ -10,6 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+mod budget;
 mod cache;
 mod errors;
 mod fallback;
@@ -116,7 +117,6 @@ fn configure(
 ) -> PyResult<Bound<'_, PyDict>> {
     cache::configure(cache, cache_max_bytes);
     rebuilt::configure(
-        py,
         loads_cache,
         loads_cache_max_entries,
         loads_cache_max_bytes,

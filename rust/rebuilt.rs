@@ -1,4 +1,4 @@
-//! Functions and classes that `loads` already rebuilt from a by-value fragment.
+//! Functions that `loads` already rebuilt from a by-value fragment.
 //!
 //! Our streams embed a by-value function as `pickle.loads(b"<cloudpickle stream>")` (see
 //! `fallback.rs`). Rebuilding it (unmarshalling code, creating the function, its globals, its
@@ -22,12 +22,13 @@
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use lru::LruCache;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use xxhash_rust::xxh3::xxh3_128;
+
+use crate::budget::Budget;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 4096;
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -38,26 +39,14 @@ enum Entry {
         fragment: Py<PyBytes>,
         rebuilt: Py<PyAny>,
     },
-    /// Rebuilt for every load (it may carry state, or it is a class); remembered only so the
-    /// decision is not made again.
+    /// A function rebuilt for every load (it may carry state); remembered only so the decision
+    /// is not made again.
     Rebuild { len: usize },
 }
 
-impl Entry {
-    /// Bytes this entry keeps alive, for the budget.
-    fn kept_bytes(&self, py: Python<'_>) -> usize {
-        match self {
-            Entry::Shared { fragment, .. } => fragment.bind(py).as_bytes().len(),
-            Entry::Rebuild { .. } => 0,
-        }
-    }
-}
-
 struct Rebuilt {
-    entries: LruCache<u128, Entry>,
-    max_entries: usize,
-    bytes: usize,
-    max_bytes: usize,
+    /// Shared entries are charged their fragment's size; the others keep no bytes.
+    entries: Budget<u128, Entry>,
     enabled: bool,
     share_stateful: bool,
     hits: u64,
@@ -66,10 +55,7 @@ struct Rebuilt {
 
 static REBUILT: LazyLock<Mutex<Rebuilt>> = LazyLock::new(|| {
     Mutex::new(Rebuilt {
-        entries: LruCache::unbounded(),
-        max_entries: DEFAULT_MAX_ENTRIES,
-        bytes: 0,
-        max_bytes: DEFAULT_MAX_BYTES,
+        entries: Budget::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES),
         enabled: true,
         share_stateful: false,
         hits: 0,
@@ -95,7 +81,7 @@ fn lock() -> MutexGuard<'static, Rebuilt> {
     REBUILT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `pickle.loads(fragment)`, or the function/class it gave last time.
+/// `pickle.loads(fragment)`, or the function it gave last time.
 pub fn load<'py>(
     loads: &Bound<'py, PyAny>,
     fragment: &Bound<'py, PyBytes>,
@@ -129,41 +115,25 @@ pub fn load<'py>(
         None => {}
     }
     let obj = loads.call1((fragment,))?;
-    // SAFETY: type checks on a live object.
-    let function_or_class =
-        unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 || ffi::PyType_Check(obj.as_ptr()) != 0 };
-    if function_or_class {
-        // SAFETY: type check on a live object.
-        let function = unsafe { ffi::PyFunction_Check(obj.as_ptr()) != 0 };
-        let share = function && (share_stateful || is_stateless(&obj)?);
-        let evicted = {
-            let mut table = lock();
-            let mut evicted = Vec::new();
-            let entry = if share {
-                Entry::Shared {
-                    fragment: fragment.clone().unbind(),
-                    rebuilt: obj.clone().unbind(),
-                }
-            } else {
-                Entry::Rebuild { len: bytes.len() }
+    // Only functions: a by-value class is rebuilt every time (see the module docs).
+    // SAFETY: type check on a live object.
+    if unsafe { ffi::PyFunction_Check(obj.as_ptr()) } != 0 {
+        let (entry, size) = if share_stateful || is_stateless(&obj)? {
+            let shared = Entry::Shared {
+                fragment: fragment.clone().unbind(),
+                rebuilt: obj.clone().unbind(),
             };
-            let size = entry.kept_bytes(py);
-            if table.enabled && table.max_entries > 0 && size <= table.max_bytes {
-                if let Some(old) = table.entries.put(key, entry) {
-                    table.bytes -= old.kept_bytes(py);
-                    evicted.push(old);
-                }
-                table.bytes += size;
-                while table.entries.len() > table.max_entries || table.bytes > table.max_bytes {
-                    let Some((_, old)) = table.entries.pop_lru() else {
-                        break;
-                    };
-                    table.bytes -= old.kept_bytes(py);
-                    evicted.push(old);
-                }
-            }
-            evicted
+            (shared, bytes.len())
+        } else {
+            (Entry::Rebuild { len: bytes.len() }, 0)
         };
+        let mut evicted = Vec::new();
+        {
+            let mut table = lock();
+            if table.enabled {
+                table.entries.insert(key, entry, size, &mut evicted);
+            }
+        }
         // Released outside the lock: the last reference to a function may run finalizers.
         drop(evicted);
     }
@@ -185,13 +155,13 @@ fn is_stateless(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 pub fn clear() {
-    let old = {
+    let mut old = Vec::new();
+    {
         let mut table = lock();
+        table.entries.clear(&mut old);
         table.hits = 0;
         table.misses = 0;
-        table.bytes = 0;
-        std::mem::replace(&mut table.entries, LruCache::unbounded())
-    };
+    }
     drop(old);
 }
 
@@ -204,7 +174,6 @@ pub fn reset_counters() {
 /// Turns the table on or off (off also empties it), sets its size and whether functions that
 /// may carry state are shared too.
 pub fn configure(
-    py: Python<'_>,
     enabled: Option<bool>,
     max_entries: Option<usize>,
     max_bytes: Option<usize>,
@@ -213,35 +182,22 @@ pub fn configure(
     let mut evicted = Vec::new();
     {
         let mut table = lock();
-        if let Some(max) = max_bytes {
-            table.max_bytes = max;
-        }
         if let Some(on) = enabled {
             table.enabled = on;
         }
         if let Some(share) = share_stateful {
             if share != table.share_stateful {
                 // Earlier decisions were made under the other rule.
-                evicted.extend(
-                    std::mem::replace(&mut table.entries, LruCache::unbounded())
-                        .into_iter()
-                        .map(|(_, e)| e),
-                );
-                table.bytes = 0;
+                table.entries.clear(&mut evicted);
             }
             table.share_stateful = share;
         }
-        if let Some(max) = max_entries {
-            table.max_entries = max;
+        if !table.enabled {
+            table.entries.clear(&mut evicted);
         }
-        let keep = if table.enabled { table.max_entries } else { 0 };
-        while table.entries.len() > keep || table.bytes > table.max_bytes {
-            let Some((_, old)) = table.entries.pop_lru() else {
-                break;
-            };
-            table.bytes -= old.kept_bytes(py);
-            evicted.push(old);
-        }
+        table
+            .entries
+            .set_limits(max_entries, max_bytes, &mut evicted);
     }
     drop(evicted);
 }
@@ -255,9 +211,9 @@ pub fn info(out: &Bound<'_, PyDict>) -> PyResult<()> {
             table.enabled,
             table.share_stateful,
             table.entries.len(),
-            table.max_entries,
-            table.bytes,
-            table.max_bytes,
+            table.entries.max_entries(),
+            table.entries.bytes(),
+            table.entries.max_bytes(),
             table.hits,
             table.misses,
         )

@@ -139,46 +139,42 @@ impl Writer {
     /// `SHORT_BINUNICODE`/`BINUNICODE`/`BINUNICODE8` with UTF-8 (surrogatepass) bytes.
     #[inline]
     pub fn str_utf8(&mut self, utf8: &[u8]) {
-        let n = utf8.len();
-        if n < 256 {
-            self.buf.reserve(2 + n);
-            self.buf.extend_from_slice(&[SHORT_BINUNICODE, n as u8]);
-            self.buf.extend_from_slice(utf8);
-        } else if let Ok(n32) = u32::try_from(n) {
-            let mut h = [BINUNICODE, 0, 0, 0, 0];
-            h[1..].copy_from_slice(&n32.to_le_bytes());
-            self.header_and_payload(&h, utf8);
-        } else {
-            let mut h = [BINUNICODE8, 0, 0, 0, 0, 0, 0, 0, 0];
-            h[1..].copy_from_slice(&(n as u64).to_le_bytes());
-            self.header_and_payload(&h, utf8);
-        }
+        self.sized([SHORT_BINUNICODE, BINUNICODE, BINUNICODE8], utf8);
     }
 
     /// `SHORT_BINBYTES`/`BINBYTES`/`BINBYTES8`.
     #[inline]
     pub fn bytes(&mut self, data: &[u8]) {
+        self.sized([SHORT_BINBYTES, BINBYTES, BINBYTES8], data);
+    }
+
+    /// `data` behind the shortest of a 1-, 4- or 8-byte length prefix (`ops` in that order).
+    #[inline]
+    fn sized(&mut self, [op1, op4, op8]: [u8; 3], data: &[u8]) {
         let n = data.len();
         if n < 256 {
             self.buf.reserve(2 + n);
-            self.buf.extend_from_slice(&[SHORT_BINBYTES, n as u8]);
+            self.buf.extend_from_slice(&[op1, n as u8]);
             self.buf.extend_from_slice(data);
         } else if let Ok(n32) = u32::try_from(n) {
-            let mut h = [BINBYTES, 0, 0, 0, 0];
+            let mut h = [op4, 0, 0, 0, 0];
             h[1..].copy_from_slice(&n32.to_le_bytes());
             self.header_and_payload(&h, data);
         } else {
-            let mut h = [BINBYTES8, 0, 0, 0, 0, 0, 0, 0, 0];
-            h[1..].copy_from_slice(&(n as u64).to_le_bytes());
-            self.header_and_payload(&h, data);
+            self.header8(op8, data);
         }
+    }
+
+    /// An opcode with an 8-byte length prefix, then `data`.
+    fn header8(&mut self, op: u8, data: &[u8]) {
+        let mut h = [op, 0, 0, 0, 0, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        self.header_and_payload(&h, data);
     }
 
     /// `BYTEARRAY8` (protocol 5).
     pub fn bytearray(&mut self, data: &[u8]) {
-        let mut h = [BYTEARRAY8, 0, 0, 0, 0, 0, 0, 0, 0];
-        h[1..].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        self.header_and_payload(&h, data);
+        self.header8(BYTEARRAY8, data);
     }
 
     /// `BINGET`/`LONG_BINGET`.

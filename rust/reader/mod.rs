@@ -659,22 +659,24 @@ impl<'py> Reader<'py> {
             return Err(self.underflow());
         };
         // SAFETY: `dict` is a live object borrowed from the stack.
-        if unsafe { ffi::PyDict_CheckExact(dict) } != 0 {
-            for i in (x..len).step_by(2) {
-                let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
-                    break;
-                };
-                // SAFETY: `dict` is an exact dict; `k` and `v` are live objects owned by
-                // the stack; `PyDict_SetItem` takes its own references.
-                if unsafe { ffi::PyDict_SetItem(dict, k, v) } < 0 {
-                    return Err(self.fetch());
-                }
-            }
-            self.stack.truncate(x);
-            Ok(())
+        let set_item = if unsafe { ffi::PyDict_CheckExact(dict) } != 0 {
+            ffi::PyDict_SetItem
         } else {
-            self.setitems_generic(dict, x)
+            ffi::PyObject_SetItem
+        };
+        for i in (x..len).step_by(2) {
+            let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
+                break;
+            };
+            // SAFETY: `dict` (an exact dict when `set_item` is `PyDict_SetItem`), `k` and `v`
+            // are live objects owned by the stack, which Python code cannot reach; both
+            // functions take their own references.
+            if unsafe { set_item(dict, k, v) } < 0 {
+                return Err(self.fetch());
+            }
         }
+        self.stack.truncate(x);
+        Ok(())
     }
 
     // ----- memo ---------------------------------------------------------------------------

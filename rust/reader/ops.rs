@@ -315,22 +315,6 @@ impl<'py> Reader<'py> {
         Ok(())
     }
 
-    /// The generic half of `do_setitems`: `PyObject_SetItem(obj, key, value)` per pair.
-    pub(super) fn setitems_generic(&mut self, target: Owned, x: usize) -> PyResult<()> {
-        for i in (x..self.stack.len()).step_by(2) {
-            let (Some(k), Some(v)) = (self.stack.get(i), self.stack.get(i + 1)) else {
-                break;
-            };
-            // SAFETY: `target`, `k` and `v` are live objects owned by the stack, which
-            // Python code cannot reach; `PyObject_SetItem` takes its own references.
-            if unsafe { ffi::PyObject_SetItem(target, k, v) } < 0 {
-                return Err(self.fetch());
-            }
-        }
-        self.stack.truncate(x);
-        Ok(())
-    }
-
     /// DICT (`load_dict`).
     pub(super) fn load_dict(&mut self) -> PyResult<()> {
         let start = self.marker()?;
