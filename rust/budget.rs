@@ -1,5 +1,5 @@
 //! A least-recently-used map held to an entry count and a byte budget: the bookkeeping both
-//! caches (`cache.rs` for `dumps`, `rebuilt.rs` for `loads`) share.
+//! caches (`dumps/fragment_cache.rs` and `loads/rebuilt.rs`) share.
 //!
 //! Evicted and replaced values are handed back to the caller rather than dropped here: the
 //! caches run this under a lock, and releasing the last reference to a Python object may run

@@ -11,42 +11,36 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 mod budget;
-mod cache;
+mod dumps;
 mod errors;
-mod fallback;
-mod globals;
-mod memo;
+mod layouts;
+mod loads;
 mod opcodes;
-mod partial;
-mod paths;
-mod pickler;
-mod reader;
-mod rebuilt;
-mod reduce;
 mod slots;
 mod stats;
-mod tasks;
-mod types;
 mod writer;
+
+use dumps::{fragment_cache as cache, globals};
+use loads::rebuilt;
 
 pub use errors::{PicklingError, UnpicklingError};
 
 /// Pickle `obj` to a standard pickle stream (see the `.pyi` stub for the full contract).
-#[pyfunction]
+#[pyfunction(name = "dumps")]
 #[pyo3(signature = (obj, protocol=None, *, buffer_callback=None))]
-fn dumps<'py>(
+fn dumps_py<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<i64>,
     buffer_callback: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    pickler::dumps(py, obj, protocol, buffer_callback)
+    dumps::dumps(py, obj, protocol, buffer_callback)
 }
 
 /// Rebuild the object a pickle stream describes (see the `.pyi` stub for the full contract).
-#[pyfunction]
+#[pyfunction(name = "loads")]
 #[pyo3(signature = (data, /, *, fix_imports=true, encoding="ASCII", errors="strict", buffers=None))]
-fn loads<'py>(
+fn loads_py<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
     fix_imports: bool,
@@ -54,7 +48,7 @@ fn loads<'py>(
     errors: &str,
     buffers: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    reader::loads(py, data, fix_imports, encoding, errors, buffers)
+    loads::loads(py, data, fix_imports, encoding, errors, buffers)
 }
 
 /// Statistics and settings of the caches (see the `.pyi` stub).
@@ -128,8 +122,8 @@ fn configure(
 #[pymodule(gil_used = true)]
 fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add_function(wrap_pyfunction!(dumps, m)?)?;
-    m.add_function(wrap_pyfunction!(loads, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps_py, m)?)?;
+    m.add_function(wrap_pyfunction!(loads_py, m)?)?;
     m.add_function(wrap_pyfunction!(cache_info, m)?)?;
     m.add_function(wrap_pyfunction!(cache_clear, m)?)?;
     m.add_function(wrap_pyfunction!(configure, m)?)?;

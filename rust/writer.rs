@@ -84,6 +84,28 @@ impl Writer {
         self.buf.extend_from_slice(ops);
     }
 
+    /// Before the items of an `n`-tuple: `MARK` when it takes the general `TUPLE`
+    /// (`save_tuple` builds up to three items with `TUPLE1`..`TUPLE3`, which need none).
+    #[inline]
+    pub fn tuple_open(&mut self, n: usize) {
+        if n > 3 {
+            self.buf.push(MARK);
+        }
+    }
+
+    /// After the `n` items of a tuple opened with [`Writer::tuple_open`]: `EMPTY_TUPLE`,
+    /// `TUPLE1`..`TUPLE3` or `TUPLE`.
+    #[inline]
+    pub fn tuple_close(&mut self, n: usize) {
+        self.buf.push(match n {
+            0 => EMPTY_TUPLE,
+            1 => TUPLE1,
+            2 => TUPLE2,
+            3 => TUPLE3,
+            _ => TUPLE,
+        });
+    }
+
     /// A header followed by a payload; payloads of a frame's size or more are written outside
     /// any frame, as `_Pickler_write_bytes` does, so readers can take them without a copy.
     #[inline]
@@ -263,6 +285,25 @@ mod tests {
             let mut expect = vec![LONG1, want.len() as u8];
             expect.extend(want);
             assert_eq!(body(w), expect, "{v}");
+        }
+    }
+
+    #[test]
+    fn tuples_take_the_opcode_save_tuple_picks() {
+        for (n, want) in [
+            (0, vec![EMPTY_TUPLE]),
+            (1, vec![NONE, TUPLE1]),
+            (2, vec![NONE, NONE, TUPLE2]),
+            (3, vec![NONE, NONE, NONE, TUPLE3]),
+            (4, vec![MARK, NONE, NONE, NONE, NONE, TUPLE]),
+        ] {
+            let mut w = Writer::with_buffer(5, Vec::new());
+            w.tuple_open(n);
+            for _ in 0..n {
+                w.op(NONE);
+            }
+            w.tuple_close(n);
+            assert_eq!(body(w), want, "{n}");
         }
     }
 

@@ -22,6 +22,7 @@
 
 mod input;
 mod ops;
+pub mod rebuilt;
 mod stack;
 
 use std::ffi::CString;

@@ -1,18 +1,28 @@
-//! `pathlib` paths without calling `__reduce__`.
+//! How this Python lays out a `pathlib` path, probed once per interpreter.
 //!
 //! On CPython 3.10 and 3.11 `PurePath.__reduce__` returns `(type(self), tuple(self._parts))`;
-//! we read the `_parts` slot directly and write the same `cls(*parts)` call, which stock
-//! `pickle.loads` turns back into an equal path of the same class. Only the four concrete
+//! the dumps side reads the `_parts` slot directly and writes the same `cls(*parts)` call, which
+//! stock `pickle.loads` turns back into an equal path of the same class. Only the four concrete
 //! classes are handled (user subclasses may override `__reduce__`), and only after checking on a
 //! sample path that this Python's `__reduce__` still has that shape; otherwise paths take the
-//! generic reduce path.
+//! generic reduce path. The loads side builds POSIX paths from already-parsed parts as
+//! `PurePath._from_parsed_parts` does, for the classes where that was checked to give what
+//! calling the class gives.
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyTuple, PyType};
 
-use crate::opcodes::REDUCE;
-use crate::pickler::Pickler;
 use crate::slots::Slot;
+
+static LAYOUT: PyOnceLock<Option<PathLayout>> = PyOnceLock::new();
+
+/// This Python's path layout, `None` when it is not the one the fast paths expect.
+pub fn get(py: Python<'_>) -> PyResult<Option<&'static PathLayout>> {
+    Ok(LAYOUT
+        .get_or_try_init(py, || PathLayout::resolve(py))?
+        .as_ref())
+}
 
 pub struct PathLayout {
     classes: Vec<Py<PyType>>,
@@ -26,7 +36,7 @@ pub struct PathLayout {
 }
 
 impl PathLayout {
-    pub fn resolve(py: Python<'_>) -> PyResult<Option<PathLayout>> {
+    fn resolve(py: Python<'_>) -> PyResult<Option<PathLayout>> {
         let pathlib = py.import("pathlib")?;
         let pure = pathlib.getattr("PurePath")?;
         let (Some(parts), Some(drv), Some(root)) = (
@@ -171,29 +181,10 @@ impl PathLayout {
             .any(|c| c.as_ptr() == ty as *mut pyo3::ffi::PyObject)
     }
 
-    fn parts<'py>(&self, path: &Bound<'py, PyAny>) -> Option<Bound<'py, PyList>> {
+    /// The path's `_parts` list; `None` while unset.
+    pub fn parts<'py>(&self, path: &Bound<'py, PyAny>) -> Option<Bound<'py, PyList>> {
         self.parts.get(path)?.cast_into::<PyList>().ok()
     }
-}
-
-/// Writes `cls(*parts)`; returns `false` (nothing written) if the path's parts are unset.
-pub fn save_path<'py>(
-    p: &mut Pickler<'py>,
-    layout: &PathLayout,
-    path: &Bound<'py, PyAny>,
-    unique: bool,
-) -> PyResult<bool> {
-    let Some(parts) = layout.parts(path) else {
-        return Ok(false);
-    };
-    let cls = path.get_type();
-    p.save(cls.as_any(), false)?;
-    p.save_list_as_tuple(&parts, |i| format!("{}.parts[{i}]", cls_name(&cls)))?;
-    p.out.op(REDUCE);
-    // A path's parts are strings: it can't be part of a cycle, so a path nothing else refers
-    // to needs no memo entry.
-    p.memoize_unless(path, unique)?;
-    Ok(true)
 }
 
 /// `sys.intern(s)`, as `parse_parts` does for every part.
@@ -213,8 +204,4 @@ fn object_new<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     py.get_type::<pyo3::types::PyAny>()
         .call_method1(pyo3::intern!(py, "__new__"), (cls,))
-}
-
-fn cls_name(cls: &Bound<'_, PyType>) -> String {
-    cls.name().map(|n| n.to_string()).unwrap_or_default()
 }

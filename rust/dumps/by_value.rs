@@ -21,9 +21,9 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::cache;
+use super::fragment_cache as cache;
+use super::Pickler;
 use crate::opcodes::{REDUCE, TUPLE1};
-use crate::pickler::Pickler;
 
 /// Writes `obj` by value: `pickle.loads(<cloudpickle bytes>)`, then memoizes it so later
 /// references in the same message are a `BINGET`.

@@ -7,9 +7,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PySet, PyString, PyType};
 
-use crate::partial::PartialLayout;
-use crate::paths::PathLayout;
-
 pub struct Lookup {
     /// `copyreg.dispatch_table`, which `pickle` consults before `__reduce_ex__`.
     pub copyreg_dispatch: Py<PyDict>,
@@ -29,15 +26,12 @@ pub struct Lookup {
     cloudpickle_registry_fn: Py<PyAny>,
     /// `pickle.whichmodule`, for the rare global without a `__module__`.
     pub whichmodule: Py<PyAny>,
-    /// `pickle.loads`: what a by-value fragment is wrapped in (see `fallback.rs`).
+    /// `pickle.loads`: what a by-value fragment is wrapped in (see `by_value.rs`).
     pub pickle_loads: Py<PyAny>,
     pub pickle_buffer_type: Py<PyType>,
     pub builtins_type: Py<PyAny>,
     pub str_pickle: Py<PyString>,
     pub str_loads: Py<PyString>,
-    /// Native writers, when this Python's layout of those types is the one they expect.
-    pub paths: Option<PathLayout>,
-    pub partial: Option<PartialLayout>,
 }
 
 static LOOKUP: PyOnceLock<Lookup> = PyOnceLock::new();
@@ -88,8 +82,6 @@ impl Lookup {
             builtins_type: py.get_type::<PyType>().into_any().unbind(),
             str_pickle: PyString::intern(py, "pickle").unbind(),
             str_loads: PyString::intern(py, "loads").unbind(),
-            paths: PathLayout::resolve(py)?,
-            partial: PartialLayout::resolve(py)?,
         })
     }
 }

@@ -1,9 +1,13 @@
-//! The walker: writes each object the fastest way its type allows.
+//! The dumps side: the walker, which writes each object the fastest way its type allows, and
+//! its per-type writers (`save()` and the functions it dispatches to in `_pickle.c`).
 //!
 //! Hot types (str, int, float, None, bool, tuple, list, dict) are recognised by comparing type
-//! pointers, in order of frequency, and written without calling back into Python; everything else
-//! goes through `reduce.rs` (the `__reduce_ex__` protocol) or `fallback.rs` (by-value functions
-//! and classes, through cloudpickle).
+//! pointers, in order of frequency, and written here without calling back into Python; paths,
+//! partials and dask nodes go to their writers in `path.rs`, `partial.rs` and `dask.rs`, which
+//! read them through `crate::layouts`; everything else goes through `reduce.rs` (the
+//! `__reduce_ex__` protocol) or, for functions and classes, `globals.rs` (by reference) and
+//! `by_value.rs` (by value, through cloudpickle, with `fragment_cache.rs` keeping the bytes).
+//! `lookup.rs` holds the Python objects all of them consult; `memo.rs` the memo table.
 //!
 //! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
 //! reference count is 1 when we reach it is held only by the edge we came through. For immutable
@@ -14,6 +18,16 @@
 //! passes through one of them, so that is what stops a walk around a cycle (a tuple in a cycle is
 //! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
 
+mod by_value;
+mod dask;
+pub mod fragment_cache;
+pub mod globals;
+mod lookup;
+mod memo;
+mod partial;
+mod path;
+mod reduce;
+
 use pyo3::exceptions::{
     PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError,
 };
@@ -22,13 +36,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
 
 use crate::errors::PicklingError;
-use crate::globals::{self, Kind};
-use crate::memo::Memo;
+use crate::layouts;
+use crate::layouts::dask::DaskLayout;
+use crate::layouts::partial::PartialLayout;
+use crate::layouts::path::PathLayout;
 use crate::opcodes::*;
-use crate::tasks::{self, DaskLayout};
-use crate::types::Lookup;
+use crate::stats;
 use crate::writer::{Writer, BATCHSIZE};
-use crate::{fallback, partial, paths, reduce, stats};
+use globals::Kind;
+use lookup::Lookup;
+use memo::Memo;
 
 /// Nesting stops with `RecursionError` when less native stack than this is left, whatever
 /// `sys.getrecursionlimit()` allows: a thread's stack may be small (Python lets threads run
@@ -57,6 +74,11 @@ pub fn dumps<'py>(
         return Err(PyValueError::new_err("buffer_callback needs protocol >= 5"));
     }
     let lookup = Lookup::get(py)?;
+    let native = Native {
+        path: layouts::path::get(py)?,
+        partial: layouts::partial::get(py)?,
+        dask: layouts::dask::get(py),
+    };
     if proto < 4 {
         // Protocols 0-3 predate framing, STACK_GLOBAL and MEMOIZE; nobody sends them to Dask,
         // so they are written by cloudpickle rather than by a second native writer.
@@ -70,7 +92,7 @@ pub fn dumps<'py>(
     let timer = stats::Timer::start();
     // `try_with`: a thread being torn down has no scratch left, and just allocates.
     let (buf, memo) = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
-    let mut p = Pickler::new(py, lookup, proto, buffer_callback, buf, memo);
+    let mut p = Pickler::new(py, lookup, native, proto, buffer_callback, buf, memo);
     let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
     let Pickler {
         out,
@@ -99,6 +121,15 @@ thread_local! {
     static SCRATCH: std::cell::Cell<(Vec<u8>, Memo)> = std::cell::Cell::new(Default::default());
 }
 
+/// The layouts of the types written from their fields, each `None` when this Python's layout
+/// is not the one its writer expects.
+#[derive(Clone, Copy)]
+struct Native {
+    path: Option<&'static PathLayout>,
+    partial: Option<&'static PartialLayout>,
+    dask: Option<&'static DaskLayout>,
+}
+
 pub struct Pickler<'py> {
     pub py: Python<'py>,
     pub lookup: &'py Lookup,
@@ -106,7 +137,7 @@ pub struct Pickler<'py> {
     pub memo: Memo,
     pub proto: u8,
     pub buffer_callback: Option<Bound<'py, PyAny>>,
-    dask: Option<&'static DaskLayout>,
+    native: Native,
     pub counts: stats::CallCounts,
     depth: u32,
     max_depth: u32,
@@ -120,6 +151,7 @@ impl<'py> Pickler<'py> {
     fn new(
         py: Python<'py>,
         lookup: &'py Lookup,
+        native: Native,
         proto: u8,
         buffer_callback: Option<Bound<'py, PyAny>>,
         buf: Vec<u8>,
@@ -134,7 +166,7 @@ impl<'py> Pickler<'py> {
             memo,
             proto,
             buffer_callback,
-            dask: tasks::layout(py),
+            native,
             counts: stats::CallCounts::default(),
             depth: 0,
             max_depth: u32::try_from(limit).unwrap_or(0),
@@ -282,21 +314,25 @@ impl<'py> Pickler<'py> {
     /// Paths, partials and dask nodes, written from their fields without calling
     /// `__reduce__`; `false` when `obj` is none of those (or its fields can't be read).
     fn save_native(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<bool> {
-        let lookup = self.lookup;
         let ty = obj.get_type_ptr();
-        if let Some(layout) = &lookup.partial {
+        let Native {
+            path,
+            partial,
+            dask,
+        } = self.native;
+        if let Some(layout) = partial {
             if layout.handles(ty) {
                 return partial::save_partial(self, layout, obj);
             }
         }
-        if let Some(layout) = &lookup.paths {
+        if let Some(layout) = path {
             if layout.handles(ty) {
-                return paths::save_path(self, layout, obj, unique);
+                return path::save_path(self, layout, obj, unique);
             }
         }
-        if let Some(layout) = self.dask {
-            if let Some(idx) = layout.node_for(ty) {
-                return tasks::save_node(self, layout, idx, obj);
+        if let Some(layout) = dask {
+            if let Some(node) = layout.node_for(ty) {
+                return dask::save_node(self, node, obj);
             }
         }
         Ok(false)
@@ -422,9 +458,7 @@ impl<'py> Pickler<'py> {
             self.out.op(EMPTY_TUPLE);
             return Ok(());
         }
-        if n > 3 {
-            self.out.op(MARK);
-        }
+        self.out.tuple_open(n);
         for i in 0..n {
             // SAFETY: `i < len`; a tuple's items can't change while we hold the tuple.
             let item = unsafe { t.get_borrowed_item_unchecked(i) };
@@ -444,12 +478,7 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
-        self.out.op(match n {
-            1 => TUPLE1,
-            2 => TUPLE2,
-            3 => TUPLE3,
-            _ => TUPLE,
-        });
+        self.out.tuple_close(n);
         self.memoize_unless(t.as_any(), unique)
     }
 
@@ -465,9 +494,7 @@ impl<'py> Pickler<'py> {
             self.out.op(EMPTY_TUPLE);
             return Ok(());
         }
-        if n > 3 {
-            self.out.op(MARK);
-        }
+        self.out.tuple_open(n);
         let mut written = 0;
         while written < n && written < list.len() {
             let (item, item_unique) = list_item(self.py, list, written);
@@ -476,17 +503,12 @@ impl<'py> Pickler<'py> {
             }
             written += 1;
         }
-        self.out.op(match (n, written == n) {
-            (1, true) => TUPLE1,
-            (2, true) => TUPLE2,
-            (3, true) => TUPLE3,
-            (_, true) if n > 3 => TUPLE,
-            _ => {
-                return Err(PyRuntimeError::new_err(
-                    "list changed size during iteration",
-                ));
-            }
-        });
+        if written != n {
+            return Err(PyRuntimeError::new_err(
+                "list changed size during iteration",
+            ));
+        }
+        self.out.tuple_close(n);
         Ok(())
     }
 
@@ -692,7 +714,7 @@ impl<'py> Pickler<'py> {
                 }
                 self.write_stack_global(obj, &module, &qualname)
             }
-            Kind::ByValue => fallback::save_by_value(self, obj),
+            Kind::ByValue => by_value::save_by_value(self, obj),
         }
     }
 

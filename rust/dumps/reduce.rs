@@ -7,10 +7,9 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
+use super::{describe, globals, short_repr, Pickler};
 use crate::errors::pickling_error;
-use crate::globals;
 use crate::opcodes::*;
-use crate::pickler::{describe, short_repr, Pickler};
 use crate::writer::BATCHSIZE;
 
 pub fn save_reduced<'py>(
@@ -260,14 +259,7 @@ fn save_newobj_args<'py>(
 ) -> PyResult<()> {
     let skip = 1;
     let n = args.len().saturating_sub(skip);
-    match n {
-        0 => {
-            p.out.op(EMPTY_TUPLE);
-            return Ok(());
-        }
-        4.. => p.out.op(MARK),
-        _ => {}
-    }
+    p.out.tuple_open(n);
     for i in skip..args.len() {
         // SAFETY: `i < len`; the tuple is immutable and we hold it.
         let item = unsafe { args.get_borrowed_item_unchecked(i) };
@@ -276,12 +268,7 @@ fn save_newobj_args<'py>(
             return Err(p.at(e, || format!("{}.args[{}]", describe(owner), i - skip)));
         }
     }
-    p.out.op(match n {
-        1 => TUPLE1,
-        2 => TUPLE2,
-        3 => TUPLE3,
-        _ => TUPLE,
-    });
+    p.out.tuple_close(n);
     Ok(())
 }
 

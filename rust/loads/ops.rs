@@ -15,11 +15,8 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::input::owned_line;
 use super::stack::Owned;
-use super::{capi, Reader};
-use crate::paths::PathLayout;
-use crate::rebuilt;
-use crate::tasks;
-use crate::types::Lookup;
+use super::{capi, rebuilt, Reader};
+use crate::layouts::{dask, path};
 
 /// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
 fn lookup_attr<'py>(
@@ -42,8 +39,8 @@ extern "C" {
 }
 
 /// The native path builder, when this Python's `pathlib` layout was recognised.
-fn native_paths(py: Python<'_>) -> Option<&PathLayout> {
-    Lookup::get(py).ok()?.paths.as_ref()
+fn native_paths(py: Python<'_>) -> Option<&'static path::PathLayout> {
+    path::get(py).ok().flatten()
 }
 
 /// The bytes object `args` holds, when it is a 1-tuple of exactly that.
@@ -678,7 +675,7 @@ impl<'py> Reader<'py> {
         let state = self.pop_bound()?;
         let inst = self.stack_bound(self.stack.len() - 1)?;
         // A dask `Task`: its `__setstate__` sets slots from a tuple; do that without the call.
-        if let Some(dask) = tasks::layout(py) {
+        if let Some(dask) = dask::get(py) {
             if dask.restore(&inst, &state)? {
                 return Ok(());
             }

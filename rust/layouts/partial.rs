@@ -1,19 +1,27 @@
-//! `functools.partial` without calling `__reduce__`.
+//! How this Python lays out a `functools.partial`, probed once per interpreter.
 //!
 //! `partial.__reduce__` (`partial_reduce` in `Modules/_functoolsmodule.c`) returns
 //! `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__ or None))`, restored by
-//! `partial.__setstate__`. We read the fields through their descriptors and the instance dict
+//! `partial.__setstate__`. The fields are read through their descriptors and the instance dict
 //! pointer directly (the `__dict__` getter would create an empty dict on every partial it
-//! touches) and write the same opcodes, so the function is written once and fetched from the
-//! memo the second time, as with `pickle`.
+//! touches), after checking on a sample that they give what this Python's own `__reduce__`
+//! gives.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{IntoPyDict, PyTuple, PyType};
 
-use crate::opcodes::{BUILD, MARK, REDUCE, TUPLE, TUPLE1};
-use crate::pickler::Pickler;
 use crate::slots::Slot;
+
+static LAYOUT: PyOnceLock<Option<PartialLayout>> = PyOnceLock::new();
+
+/// This Python's partial layout, `None` when it is not the one the fast path expects.
+pub fn get(py: Python<'_>) -> PyResult<Option<&'static PartialLayout>> {
+    Ok(LAYOUT
+        .get_or_try_init(py, || PartialLayout::resolve(py))?
+        .as_ref())
+}
 
 pub struct PartialLayout {
     cls: Py<PyType>,
@@ -24,7 +32,7 @@ pub struct PartialLayout {
 }
 
 impl PartialLayout {
-    pub fn resolve(py: Python<'_>) -> PyResult<Option<PartialLayout>> {
+    fn resolve(py: Python<'_>) -> PyResult<Option<PartialLayout>> {
         let cls = py
             .import("functools")?
             .getattr("partial")?
@@ -69,12 +77,18 @@ impl PartialLayout {
         Ok(reduced.eq(expected)?.then_some(layout))
     }
 
+    /// `functools.partial` itself.
+    pub fn cls<'py>(&self, py: Python<'py>) -> &Bound<'py, PyType> {
+        self.cls.bind(py)
+    }
+
     #[inline]
     pub fn handles(&self, ty: *mut ffi::PyTypeObject) -> bool {
         self.cls.as_ptr() == ty as *mut ffi::PyObject
     }
 
-    fn fields<'py>(&self, p: &Bound<'py, PyAny>) -> Option<Fields<'py>> {
+    /// The fields `__reduce__` would return; `None` if one is unset or of the wrong type.
+    pub fn fields<'py>(&self, p: &Bound<'py, PyAny>) -> Option<Fields<'py>> {
         let py = p.py();
         // SAFETY: `p` is an exact `functools.partial`, whose instances keep their `__dict__`
         // pointer (NULL until first used) at `tp_dictoffset`, checked positive at resolve time.
@@ -96,44 +110,10 @@ impl PartialLayout {
     }
 }
 
-struct Fields<'py> {
-    func: Bound<'py, PyAny>,
-    args: Bound<'py, PyTuple>,
-    keywords: Bound<'py, PyAny>,
-    dict: Option<Bound<'py, PyAny>>,
-}
-
-/// Writes `partial(func)` then its state with `BUILD`; `false` if a field could not be read.
-pub fn save_partial<'py>(
-    p: &mut Pickler<'py>,
-    layout: &PartialLayout,
-    obj: &Bound<'py, PyAny>,
-) -> PyResult<bool> {
-    let Some(f) = layout.fields(obj) else {
-        return Ok(false);
-    };
-    let py = p.py;
-    p.save(layout.cls.bind(py).as_any(), false)?;
-    p.save(&f.func, false)
-        .map_err(|e| p.at(e, || "partial.func".to_owned()))?;
-    p.out.ops(&[TUPLE1, REDUCE]);
-    // Memoized before the state, like every reduced object: the state may lead back here.
-    if p.memoize_reduced(obj) {
-        return Ok(true);
-    }
-    p.out.op(MARK);
-    p.save(&f.func, false)?;
-    let args_unique = f.args.get_refcnt() == 2;
-    p.save_tuple_as(&f.args, args_unique, |i| format!("partial.args[{i}]"))?;
-    let keywords_unique = f.keywords.get_refcnt() == 2;
-    p.save(&f.keywords, keywords_unique)
-        .map_err(|e| p.at(e, || "partial.keywords".to_owned()))?;
-    match &f.dict {
-        Some(d) => p
-            .save(d, false)
-            .map_err(|e| p.at(e, || "partial.__dict__".to_owned()))?,
-        None => p.save(&py.None().into_bound(py), true)?,
-    }
-    p.out.ops(&[TUPLE, BUILD]);
-    Ok(true)
+/// A partial's fields; `dict` is `None` when the instance dict is unset or empty.
+pub struct Fields<'py> {
+    pub func: Bound<'py, PyAny>,
+    pub args: Bound<'py, PyTuple>,
+    pub keywords: Bound<'py, PyAny>,
+    pub dict: Option<Bound<'py, PyAny>>,
 }

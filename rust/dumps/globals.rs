@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyFrozenSet, PyString, PyWeakrefReference};
 use rustc_hash::FxHashMap;
 
+use super::lookup::Lookup;
 use crate::errors::pickling_error;
-use crate::types::Lookup;
 
 /// How a function, class or builtin is written.
 pub enum Kind {
@@ -23,7 +23,7 @@ pub enum Kind {
         module: Py<PyString>,
         qualname: Py<PyString>,
     },
-    /// Pickled by value through cloudpickle (see `fallback.rs`): defined in `__main__`, in a
+    /// Pickled by value through cloudpickle (see `by_value.rs`): defined in `__main__`, in a
     /// module registered with `cloudpickle.register_pickle_by_value`, or not importable.
     ByValue,
 }

@@ -1,20 +1,19 @@
-//! Dask graph nodes (`dask._task_spec`) without calling `__reduce_ex__`/`__getstate__`.
+//! How the installed dask lays out its graph nodes (`dask._task_spec`), probed once.
 //!
 //! The scheduler pickles one `Task` per message; its `__getstate__` is Python code that builds a
-//! tuple of every slot, and that call costs more than writing the task does. Here each node type
-//! is written from its slots directly, producing the opcodes `pickle` would write from its
-//! `__reduce_ex__(5)`:
+//! tuple of every slot, and that call costs more than writing the task does. So each node type's
+//! fields are read from its slots directly, in the order its `__reduce_ex__(5)` returns them:
 //!
 //! - `TaskRef`, `Alias`, `DataNode`: `cls(*slots)` (their `__reduce__`);
-//! - `Task`: `copyreg.__newobj__(cls)` as `NEWOBJ`, then `BUILD` with the tuple of
-//!   `cls.get_all_slots()` values (`Task.__getstate__`);
+//! - `Task`: `copyreg.__newobj__(cls)`, then the tuple of `cls.get_all_slots()` values as its
+//!   state (`Task.__getstate__`);
 //! - `List`, `Tuple`, `Set`, `Dict` (nested containers): the same with a list, and `kwargs`
 //!   without its redundant `"constructor"` (`NestedContainer.__getstate__`).
 //!
 //! dask is never imported here: the types are picked up once `dask._task_spec` is in
 //! `sys.modules`. Each type's layout is checked then against its own `__reduce_ex__(5)` on a
-//! sample node; a type whose check fails (a dask version that changed it) keeps the generic
-//! reduce path.
+//! sample node; a type whose check fails (a dask version that changed it) is left out, and
+//! keeps the generic paths.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,25 +22,25 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{IntoPyDict, PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::opcodes::*;
-use crate::pickler::Pickler;
 use crate::slots::Slot;
 
 pub struct DaskLayout {
     nodes: Vec<Node>,
 }
 
-struct Node {
-    cls: Py<PyType>,
-    name: &'static str,
-    fields: Vec<Field>,
-    shape: Shape,
+/// One node type: its class, the name its fields are reported under, its fields in state order
+/// and the shape of its reduce value.
+pub struct Node {
+    pub cls: Py<PyType>,
+    pub name: &'static str,
+    pub fields: Vec<Field>,
+    pub shape: Shape,
     /// `BUILD` may set the slots directly instead of calling `__setstate__` (checked on a
     /// sample: `Task.__setstate__` sets each slot from the state tuple, in order).
     native_setstate: bool,
 }
 
-enum Shape {
+pub enum Shape {
     /// `cls(*fields)` with `REDUCE`.
     Call,
     /// `NEWOBJ` then `BUILD` with the fields as a tuple (`Task`) or a list (nested containers,
@@ -51,10 +50,10 @@ enum Shape {
 
 /// One slot of a node: read through its descriptor, or by attribute when a class attribute
 /// shadows it (`List.constructor`).
-struct Field {
+pub struct Field {
     access: Access,
-    name: String,
-    role: Role,
+    pub name: String,
+    pub role: Role,
 }
 
 enum Access {
@@ -63,7 +62,7 @@ enum Access {
 }
 
 #[derive(PartialEq)]
-enum Role {
+pub enum Role {
     Plain,
     /// `Task.args`: its items are named `Task.args[i]` in error paths.
     Args,
@@ -110,7 +109,7 @@ static DASK: PyOnceLock<Option<DaskLayout>> = PyOnceLock::new();
 static MODULES_SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The dask node layouts, once `dask._task_spec` has been imported by someone else.
-pub fn layout(py: Python<'_>) -> Option<&'static DaskLayout> {
+pub fn get(py: Python<'_>) -> Option<&'static DaskLayout> {
     if let Some(resolved) = DASK.get(py) {
         return resolved.as_ref();
     }
@@ -203,21 +202,21 @@ impl DaskLayout {
         Ok(DaskLayout { nodes })
     }
 
+    /// The node type whose class is exactly `ty`.
     #[inline]
-    pub fn node_for(&self, ty: *mut ffi::PyTypeObject) -> Option<usize> {
+    pub fn node_for(&self, ty: *mut ffi::PyTypeObject) -> Option<&Node> {
         self.nodes
             .iter()
-            .position(|n| n.cls.as_ptr() == ty as *mut ffi::PyObject)
+            .find(|n| n.cls.as_ptr() == ty as *mut ffi::PyObject)
     }
 
     /// `BUILD` for a `Task`: sets its slots from the state tuple directly, which is what its
     /// `__setstate__` does in Python. `false` (nothing done) for anything else, including a
     /// state of another shape, which then takes the `__setstate__` call.
     pub fn restore(&self, inst: &Bound<'_, PyAny>, state: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Some(idx) = self.node_for(inst.get_type_ptr()) else {
+        let Some(node) = self.node_for(inst.get_type_ptr()) else {
             return Ok(false);
         };
-        let node = &self.nodes[idx];
         if !node.native_setstate {
             return Ok(false);
         }
@@ -311,7 +310,7 @@ impl Node {
 
     /// The field values in order, with nested containers' `kwargs` already without
     /// `"constructor"`; `None` if a slot is unset (the generic path then reports it).
-    fn values<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    pub fn values<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
         // Sized up front: collecting through `Option` would grow the vector step by step.
         let mut out = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
@@ -319,73 +318,4 @@ impl Node {
         }
         Some(out)
     }
-}
-
-/// Writes dask node `idx` of the layout; `false` (nothing written) when a slot is unset.
-pub fn save_node<'py>(
-    p: &mut Pickler<'py>,
-    layout: &DaskLayout,
-    idx: usize,
-    obj: &Bound<'py, PyAny>,
-) -> PyResult<bool> {
-    let node = &layout.nodes[idx];
-    let Some(values) = node.values(obj) else {
-        return Ok(false);
-    };
-    let py = p.py;
-    let name = node.name;
-    p.save(node.cls.bind(py).as_any(), false)?;
-    match node.shape {
-        Shape::Call => {
-            if values.len() > 3 {
-                p.out.op(MARK);
-            }
-            for (field, v) in node.fields.iter().zip(&values) {
-                save_field(p, name, field, v)?;
-            }
-            p.out.op(match values.len() {
-                0 => EMPTY_TUPLE,
-                1 => TUPLE1,
-                2 => TUPLE2,
-                3 => TUPLE3,
-                _ => TUPLE,
-            });
-            p.out.op(REDUCE);
-            p.memoize_reduced(obj);
-        }
-        Shape::State { as_list } => {
-            p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
-            // Memoized before the state, like every reduced object: the state may lead back.
-            p.memoize(obj);
-            if as_list {
-                // `pickle` memoizes the state list it is handed; nothing else can refer to it.
-                p.out.ops(&[EMPTY_LIST, MARK]);
-            } else {
-                p.out.op(MARK);
-            }
-            for (field, v) in node.fields.iter().zip(&values) {
-                save_field(p, name, field, v)?;
-            }
-            p.out.op(if as_list { APPENDS } else { TUPLE });
-            p.out.op(BUILD);
-        }
-    }
-    Ok(true)
-}
-
-fn save_field<'py>(
-    p: &mut Pickler<'py>,
-    node: &str,
-    field: &Field,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<()> {
-    // Our reference plus the node's: nothing else refers to the value.
-    let unique = value.get_refcnt() == 2;
-    if field.role == Role::Args {
-        if let Ok(args) = value.cast::<PyTuple>() {
-            return p.save_tuple_as(args, unique, |i| format!("{node}.args[{i}]"));
-        }
-    }
-    p.save(value, unique)
-        .map_err(|e| p.at(e, || format!("{node}.{}", field.name)))
 }

@@ -1,0 +1,71 @@
+//! Dask graph nodes (`dask._task_spec`) without calling `__reduce_ex__`/`__getstate__`: each
+//! node is written from the slots `layouts::dask` reads, as the opcodes `pickle` would write
+//! from its `__reduce_ex__(5)`: `cls(*slots)` with `REDUCE` for `TaskRef`, `Alias` and
+//! `DataNode`; `NEWOBJ` then `BUILD` with the state tuple (`Task`) or list (nested containers).
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::Pickler;
+use crate::layouts::dask::{Field, Node, Role, Shape};
+use crate::opcodes::*;
+
+/// Writes `obj`, an instance of exactly `node`'s class; `false` (nothing written) when a slot
+/// is unset.
+pub fn save_node<'py>(
+    p: &mut Pickler<'py>,
+    node: &Node,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<bool> {
+    let Some(values) = node.values(obj) else {
+        return Ok(false);
+    };
+    let py = p.py;
+    let name = node.name;
+    p.save(node.cls.bind(py).as_any(), false)?;
+    match node.shape {
+        Shape::Call => {
+            p.out.tuple_open(values.len());
+            for (field, v) in node.fields.iter().zip(&values) {
+                save_field(p, name, field, v)?;
+            }
+            p.out.tuple_close(values.len());
+            p.out.op(REDUCE);
+            p.memoize_reduced(obj);
+        }
+        Shape::State { as_list } => {
+            p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
+            // Memoized before the state, like every reduced object: the state may lead back.
+            p.memoize(obj);
+            if as_list {
+                // `pickle` memoizes the state list it is handed; nothing else can refer to it.
+                p.out.ops(&[EMPTY_LIST, MARK]);
+            } else {
+                p.out.op(MARK);
+            }
+            for (field, v) in node.fields.iter().zip(&values) {
+                save_field(p, name, field, v)?;
+            }
+            p.out.op(if as_list { APPENDS } else { TUPLE });
+            p.out.op(BUILD);
+        }
+    }
+    Ok(true)
+}
+
+fn save_field<'py>(
+    p: &mut Pickler<'py>,
+    node: &str,
+    field: &Field,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    // Our reference plus the node's: nothing else refers to the value.
+    let unique = value.get_refcnt() == 2;
+    if field.role == Role::Args {
+        if let Ok(args) = value.cast::<PyTuple>() {
+            return p.save_tuple_as(args, unique, |i| format!("{node}.args[{i}]"));
+        }
+    }
+    p.save(value, unique)
+        .map_err(|e| p.at(e, || format!("{node}.{}", field.name)))
+}

@@ -1,0 +1,45 @@
+//! `functools.partial` without calling `__reduce__`: the opcodes `pickle` writes for
+//! `partial_reduce`'s `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__ or None))`,
+//! from the fields `layouts::partial` reads, so the function is written once and fetched from
+//! the memo the second time, as with `pickle`.
+
+use pyo3::prelude::*;
+
+use super::Pickler;
+use crate::layouts::partial::PartialLayout;
+use crate::opcodes::{BUILD, MARK, REDUCE, TUPLE, TUPLE1};
+
+/// Writes `partial(func)` then its state with `BUILD`; `false` if a field could not be read.
+pub fn save_partial<'py>(
+    p: &mut Pickler<'py>,
+    layout: &PartialLayout,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<bool> {
+    let Some(f) = layout.fields(obj) else {
+        return Ok(false);
+    };
+    let py = p.py;
+    p.save(layout.cls(py).as_any(), false)?;
+    p.save(&f.func, false)
+        .map_err(|e| p.at(e, || "partial.func".to_owned()))?;
+    p.out.ops(&[TUPLE1, REDUCE]);
+    // Memoized before the state, like every reduced object: the state may lead back here.
+    if p.memoize_reduced(obj) {
+        return Ok(true);
+    }
+    p.out.op(MARK);
+    p.save(&f.func, false)?;
+    let args_unique = f.args.get_refcnt() == 2;
+    p.save_tuple_as(&f.args, args_unique, |i| format!("partial.args[{i}]"))?;
+    let keywords_unique = f.keywords.get_refcnt() == 2;
+    p.save(&f.keywords, keywords_unique)
+        .map_err(|e| p.at(e, || "partial.keywords".to_owned()))?;
+    match &f.dict {
+        Some(d) => p
+            .save(d, false)
+            .map_err(|e| p.at(e, || "partial.__dict__".to_owned()))?,
+        None => p.save(&py.None().into_bound(py), true)?,
+    }
+    p.out.ops(&[TUPLE, BUILD]);
+    Ok(true)
+}
