@@ -1,9 +1,10 @@
-//! The unpickler: reads any standard pickle stream (protocols 0-5) into the objects that
-//! CPython's `pickle.loads` would return.
+//! The loads side, the unpickler: reads any standard pickle stream (protocols 0-5) into the
+//! objects that CPython's `pickle.loads` would return. It shares only plumbing (opcodes,
+//! errors, stats) and `crate::layouts` with the dumps side.
 //!
 //! The design mirrors the C unpickler in CPython's `Modules/_pickle.c`: one flat object stack
 //! with a separate mark stack (a mark is a fence pops may not cross), an integer-indexed memo,
-//! and a `match` on each opcode byte. Semantics (including which object methods are looked up
+//! and a `match` on each opcode byte, one line per opcode as in `load()`. Semantics (including which object methods are looked up
 //! and called) follow that file; where it and `Lib/pickle.py` differ, the C code wins because
 //! that is what `pickle.loads` runs.
 //!
@@ -18,7 +19,8 @@
 //!   so error paths leak nothing.
 //!
 //! The hot opcodes (small ints, floats, strings, bytes, tuples, list/dict building, memo)
-//! talk to the C API directly; the rare, call-heavy ones live in [`ops`].
+//! talk to the C API directly; the rare, call-heavy ones live in [`ops`]. [`rebuilt`] keeps the
+//! by-value functions already rebuilt.
 
 mod input;
 mod ops;
@@ -102,7 +104,8 @@ struct Reader<'py> {
 }
 
 impl<'py> Reader<'py> {
-    /// The main loop of `load()` in `_pickle.c`.
+    /// The main loop of `load()` in `_pickle.c`: one line per opcode, the arguments parsed by
+    /// the `load_*` functions below (and, for the rarer opcodes, in [`ops`]).
     fn run(&mut self) -> PyResult<Bound<'py, PyAny>> {
         loop {
             self.op_pos = self.input.pos();
@@ -116,46 +119,16 @@ impl<'py> Reader<'py> {
             match op {
                 // Hot opcodes first; the order does not matter to the jump table, only to
                 // whoever reads this.
-                BININT1 => {
-                    let v = self.read_u8()?;
-                    self.push_new(capi::long(self.py, v.into()))?;
-                }
-                BININT2 => {
-                    let v = u16::from_le_bytes(self.read_array()?);
-                    self.push_new(capi::long(self.py, v.into()))?;
-                }
-                BININT => {
-                    let v = i32::from_le_bytes(self.read_array()?);
-                    self.push_new(capi::long(self.py, v.into()))?;
-                }
-                BINFLOAT => {
-                    let v = f64::from_be_bytes(self.read_array()?);
-                    self.push_new(capi::float(self.py, v))?;
-                }
-                SHORT_BINUNICODE => {
-                    let n = self.read_u8()?;
-                    self.push_utf8(n.into())?;
-                }
-                BINUNICODE => {
-                    let n = u32::from_le_bytes(self.read_array()?);
-                    self.push_utf8(self.len_u64(n.into(), "BINUNICODE")?)?;
-                }
-                BINUNICODE8 => {
-                    let n = u64::from_le_bytes(self.read_array()?);
-                    self.push_utf8(self.len_u64(n, "BINUNICODE8")?)?;
-                }
-                SHORT_BINBYTES => {
-                    let n = self.read_u8()?;
-                    self.push_bytes(n.into())?;
-                }
-                BINBYTES => {
-                    let n = u32::from_le_bytes(self.read_array()?);
-                    self.push_bytes(self.len_u64(n.into(), "BINBYTES")?)?;
-                }
-                BINBYTES8 => {
-                    let n = u64::from_le_bytes(self.read_array()?);
-                    self.push_bytes(self.len_u64(n, "BINBYTES8")?)?;
-                }
+                BININT1 => self.load_binint1()?,
+                BININT2 => self.load_binint2()?,
+                BININT => self.load_binint()?,
+                BINFLOAT => self.load_binfloat()?,
+                SHORT_BINUNICODE => self.load_counted_binunicode(1)?,
+                BINUNICODE => self.load_counted_binunicode(4)?,
+                BINUNICODE8 => self.load_counted_binunicode(8)?,
+                SHORT_BINBYTES => self.load_counted_binbytes(1)?,
+                BINBYTES => self.load_counted_binbytes(4)?,
+                BINBYTES8 => self.load_counted_binbytes(8)?,
                 NONE => self.push_borrowed(capi::none(self.py)),
                 NEWTRUE => self.push_borrowed(capi::boolean(self.py, true)),
                 NEWFALSE => self.push_borrowed(capi::boolean(self.py, false)),
@@ -163,112 +136,32 @@ impl<'py> Reader<'py> {
                 TUPLE1 => self.load_counted_tuple(1)?,
                 TUPLE2 => self.load_counted_tuple(2)?,
                 TUPLE3 => self.load_counted_tuple(3)?,
-                TUPLE => {
-                    let start = self.marker()?;
-                    self.push_tuple(start)?;
-                }
+                TUPLE => self.load_tuple()?,
                 EMPTY_LIST => self.push_new(capi::list(self.py, 0))?,
                 EMPTY_DICT => self.push_new(capi::dict(self.py))?,
                 EMPTY_SET => self.push_new(capi::set(self.py))?,
                 MARK => self.stack.push_mark(),
-                APPEND => {
-                    let x = self.stack.len().saturating_sub(1);
-                    self.do_append(x)?;
-                }
-                APPENDS => {
-                    let x = self.marker()?;
-                    self.do_append(x)?;
-                }
-                SETITEM => {
-                    let x = self.stack.len().saturating_sub(2);
-                    self.do_setitems(x)?;
-                }
-                SETITEMS => {
-                    let x = self.marker()?;
-                    self.do_setitems(x)?;
-                }
-                MEMOIZE => {
-                    let top = self.top()?;
-                    self.memo.put(self.memo.len(), top);
-                }
-                BINPUT => {
-                    let idx = self.read_u8()?;
-                    self.memo_put(idx.into())?;
-                }
-                LONG_BINPUT => {
-                    let idx = u32::from_le_bytes(self.read_array()?);
-                    self.memo_put(self.index_u32(idx))?;
-                }
-                BINGET => {
-                    let idx = self.read_u8()?;
-                    self.memo_get(idx.into())?;
-                }
-                LONG_BINGET => {
-                    let idx = u32::from_le_bytes(self.read_array()?);
-                    self.memo_get(self.index_u32(idx))?;
-                }
-                FRAME => {
-                    // Frames are transparent for in-memory input: only check that the
-                    // announced frame really is there (`load_frame`).
-                    let n = u64::from_le_bytes(self.read_array()?);
-                    if n > self.input.remaining() as u64 {
-                        return Err(self.truncated());
-                    }
-                }
-                PROTO => {
-                    let proto = self.read_u8()?;
-                    if proto > HIGHEST_PROTOCOL {
-                        return Err(self.fail(format!("unsupported pickle protocol: {proto}")));
-                    }
-                    self.proto = proto;
-                }
-                STOP => {
-                    let obj = self.pop()?;
-                    // SAFETY: `obj` is a strong reference the stack handed over.
-                    return Ok(unsafe { Bound::from_owned_ptr(self.py, obj) });
-                }
+                APPEND => self.load_append()?,
+                APPENDS => self.load_appends()?,
+                SETITEM => self.load_setitem()?,
+                SETITEMS => self.load_setitems()?,
+                MEMOIZE => self.load_memoize()?,
+                BINPUT => self.load_binput()?,
+                LONG_BINPUT => self.load_long_binput()?,
+                BINGET => self.load_binget()?,
+                LONG_BINGET => self.load_long_binget()?,
+                FRAME => self.load_frame()?,
+                PROTO => self.load_proto()?,
+                STOP => return self.load_stop(),
                 POP => self.load_pop()?,
-                POP_MARK => {
-                    let start = self.marker()?;
-                    self.stack.truncate(start);
-                }
-                DUP => {
-                    let top = self.top()?;
-                    self.push_borrowed(top);
-                }
-                LONG1 => {
-                    let n = self.read_u8()?;
-                    self.push_long_le(n.into())?;
-                }
-                LONG4 => {
-                    let n = i32::from_le_bytes(self.read_array()?);
-                    let n = usize::try_from(n)
-                        .map_err(|_| self.fail("LONG pickle has negative byte count"))?;
-                    self.push_long_le(n)?;
-                }
-                SHORT_BINSTRING => {
-                    let n = self.read_u8()?;
-                    self.push_binstring(n.into())?;
-                }
-                BINSTRING => {
-                    let n = i32::from_le_bytes(self.read_array()?);
-                    let n = usize::try_from(n)
-                        .map_err(|_| self.fail("BINSTRING pickle has negative byte count"))?;
-                    self.push_binstring(n)?;
-                }
-                BYTEARRAY8 => {
-                    let n = u64::from_le_bytes(self.read_array()?);
-                    let n = self.len_u64(n, "BYTEARRAY8")?;
-                    let p = self.take(n)?;
-                    // SAFETY: `p..p+n` is within the input (checked by `take`) and `n` fits in
-                    // `isize`; the new bytearray copies the bytes.
-                    let obj = unsafe { ffi::PyByteArray_FromStringAndSize(p.cast(), n as _) };
-                    self.push_new(obj)?;
-                }
-                LIST => {
-                    let start = self.marker()?;
-                    self.push_list(start)?;
-                }
+                POP_MARK => self.load_pop_mark()?,
+                DUP => self.load_dup()?,
+                LONG1 => self.load_counted_long(1)?,
+                LONG4 => self.load_counted_long(4)?,
+                SHORT_BINSTRING => self.load_counted_binstring(1)?,
+                BINSTRING => self.load_counted_binstring(4)?,
+                BYTEARRAY8 => self.load_bytearray8()?,
+                LIST => self.load_list()?,
                 DICT => self.load_dict()?,
                 FROZENSET => self.load_frozenset()?,
                 ADDITEMS => self.load_additems()?,
@@ -287,42 +180,187 @@ impl<'py> Reader<'py> {
                 NEWOBJ => self.load_newobj(false)?,
                 NEWOBJ_EX => self.load_newobj(true)?,
                 BUILD => self.load_build()?,
-                EXT1 => {
-                    let code = self.read_u8()?;
-                    self.load_extension(code.into())?;
-                }
-                EXT2 => {
-                    let code = u16::from_le_bytes(self.read_array()?);
-                    self.load_extension(code.into())?;
-                }
-                EXT4 => {
-                    let code = i32::from_le_bytes(self.read_array()?);
-                    self.load_extension(code.into())?;
-                }
+                EXT1 => self.load_extension(1)?,
+                EXT2 => self.load_extension(2)?,
+                EXT4 => self.load_extension(4)?,
                 NEXT_BUFFER => self.load_next_buffer()?,
                 READONLY_BUFFER => self.load_readonly_buffer()?,
-                PERSID | BINPERSID => {
-                    // There is no `persistent_load` hook in `loads()`, so (like
-                    // `load_persid`/`load_binpersid` without `pers_func`) this fails
-                    // before looking at the argument.
-                    return Err(self.fail(
-                        "A load persistent id instruction was encountered, but no \
-                         persistent_load function was specified.",
-                    ));
-                }
-                _ => {
-                    let key = if op.is_ascii_graphic() {
-                        (op as char).to_string()
-                    } else {
-                        format!("\\x{op:02x}")
-                    };
-                    return Err(unpickling_error(
-                        self.op_pos,
-                        format!("invalid load key, '{key}'."),
-                    ));
-                }
+                PERSID | BINPERSID => return Err(self.no_persistent_load()),
+                _ => return Err(self.invalid_load_key(op)),
             }
         }
+    }
+
+    // ----- opcodes ------------------------------------------------------------------------
+    //
+    // The hot ones, each reading its argument and pushing its object (`load_*` in
+    // `_pickle.c`); inlined into the loop, so the split costs nothing.
+
+    #[inline(always)]
+    fn load_binint1(&mut self) -> PyResult<()> {
+        let v = self.read_u8()?;
+        self.push_new(capi::long(self.py, v.into()))
+    }
+
+    #[inline(always)]
+    fn load_binint2(&mut self) -> PyResult<()> {
+        let v = u16::from_le_bytes(self.read_array()?);
+        self.push_new(capi::long(self.py, v.into()))
+    }
+
+    #[inline(always)]
+    fn load_binint(&mut self) -> PyResult<()> {
+        let v = i32::from_le_bytes(self.read_array()?);
+        self.push_new(capi::long(self.py, v.into()))
+    }
+
+    #[inline(always)]
+    fn load_binfloat(&mut self) -> PyResult<()> {
+        let v = f64::from_be_bytes(self.read_array()?);
+        self.push_new(capi::float(self.py, v))
+    }
+
+    /// SHORT_BINUNICODE/BINUNICODE/BINUNICODE8: an `nbytes` length, then UTF-8.
+    #[inline(always)]
+    fn load_counted_binunicode(&mut self, nbytes: usize) -> PyResult<()> {
+        let n = self.read_size(nbytes)?;
+        self.push_utf8(n)
+    }
+
+    /// SHORT_BINBYTES/BINBYTES/BINBYTES8: an `nbytes` length, then the bytes.
+    #[inline(always)]
+    fn load_counted_binbytes(&mut self, nbytes: usize) -> PyResult<()> {
+        let n = self.read_size(nbytes)?;
+        self.push_bytes(n)
+    }
+
+    /// BYTEARRAY8: an 8-byte length, then the bytes of a new bytearray.
+    fn load_bytearray8(&mut self) -> PyResult<()> {
+        let n = self.read_size(8)?;
+        let p = self.take(n)?;
+        // SAFETY: `p..p+n` is within the input (checked by `take`) and `n` fits in `isize`;
+        // the new bytearray copies the bytes.
+        let obj = unsafe { ffi::PyByteArray_FromStringAndSize(p.cast(), n as _) };
+        self.push_new(obj)
+    }
+
+    /// LONG1/LONG4 (`load_counted_long`): a byte count, then two's complement bytes.
+    fn load_counted_long(&mut self, nbytes: usize) -> PyResult<()> {
+        let n = self.read_signed_count(nbytes, "LONG pickle has negative byte count")?;
+        self.push_long_le(n)
+    }
+
+    /// SHORT_BINSTRING/BINSTRING (`load_counted_binstring`).
+    fn load_counted_binstring(&mut self, nbytes: usize) -> PyResult<()> {
+        let n = self.read_signed_count(nbytes, "BINSTRING pickle has negative byte count")?;
+        self.push_binstring(n)
+    }
+
+    /// TUPLE: the objects above the topmost MARK.
+    #[inline(always)]
+    fn load_tuple(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        self.push_tuple(start)
+    }
+
+    /// LIST: the objects above the topmost MARK.
+    fn load_list(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        self.push_list(start)
+    }
+
+    #[inline(always)]
+    fn load_append(&mut self) -> PyResult<()> {
+        let x = self.stack.len().saturating_sub(1);
+        self.do_append(x)
+    }
+
+    #[inline(always)]
+    fn load_appends(&mut self) -> PyResult<()> {
+        let x = self.marker()?;
+        self.do_append(x)
+    }
+
+    #[inline(always)]
+    fn load_setitem(&mut self) -> PyResult<()> {
+        let x = self.stack.len().saturating_sub(2);
+        self.do_setitems(x)
+    }
+
+    #[inline(always)]
+    fn load_setitems(&mut self) -> PyResult<()> {
+        let x = self.marker()?;
+        self.do_setitems(x)
+    }
+
+    #[inline(always)]
+    fn load_memoize(&mut self) -> PyResult<()> {
+        let top = self.top()?;
+        self.memo.put(self.memo.len(), top);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn load_binput(&mut self) -> PyResult<()> {
+        let idx = self.read_u8()?;
+        self.memo_put(idx.into())
+    }
+
+    #[inline(always)]
+    fn load_long_binput(&mut self) -> PyResult<()> {
+        let idx = u32::from_le_bytes(self.read_array()?);
+        self.memo_put(self.index_u32(idx))
+    }
+
+    #[inline(always)]
+    fn load_binget(&mut self) -> PyResult<()> {
+        let idx = self.read_u8()?;
+        self.memo_get(idx.into())
+    }
+
+    #[inline(always)]
+    fn load_long_binget(&mut self) -> PyResult<()> {
+        let idx = u32::from_le_bytes(self.read_array()?);
+        self.memo_get(self.index_u32(idx))
+    }
+
+    /// FRAME (`load_frame`): frames are transparent for in-memory input; only check that the
+    /// announced frame really is there.
+    #[inline(always)]
+    fn load_frame(&mut self) -> PyResult<()> {
+        let n = u64::from_le_bytes(self.read_array()?);
+        if n > self.input.remaining() as u64 {
+            return Err(self.truncated());
+        }
+        Ok(())
+    }
+
+    fn load_proto(&mut self) -> PyResult<()> {
+        let proto = self.read_u8()?;
+        if proto > HIGHEST_PROTOCOL {
+            return Err(self.fail(format!("unsupported pickle protocol: {proto}")));
+        }
+        self.proto = proto;
+        Ok(())
+    }
+
+    /// STOP: the object on top of the stack is the result.
+    fn load_stop(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        let obj = self.pop()?;
+        // SAFETY: `obj` is a strong reference the stack handed over.
+        Ok(unsafe { Bound::from_owned_ptr(self.py, obj) })
+    }
+
+    fn load_pop_mark(&mut self) -> PyResult<()> {
+        let start = self.marker()?;
+        self.stack.truncate(start);
+        Ok(())
+    }
+
+    fn load_dup(&mut self) -> PyResult<()> {
+        let top = self.top()?;
+        self.push_borrowed(top);
+        Ok(())
     }
 
     // ----- errors -------------------------------------------------------------------------
@@ -350,6 +388,29 @@ impl<'py> Reader<'py> {
         } else {
             "unpickling stack underflow"
         })
+    }
+
+    /// PERSID/BINPERSID: there is no `persistent_load` hook in `loads()`, so (like
+    /// `load_persid`/`load_binpersid` without `pers_func`) this fails before looking at the
+    /// argument.
+    #[cold]
+    #[inline(never)]
+    fn no_persistent_load(&self) -> PyErr {
+        self.fail(
+            "A load persistent id instruction was encountered, but no persistent_load \
+             function was specified.",
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalid_load_key(&self, op: u8) -> PyErr {
+        let key = if op.is_ascii_graphic() {
+            (op as char).to_string()
+        } else {
+            format!("\\x{op:02x}")
+        };
+        unpickling_error(self.op_pos, format!("invalid load key, '{key}'."))
     }
 
     /// The Python exception a C API call just set, if it returned NULL / -1.
@@ -385,17 +446,35 @@ impl<'py> Reader<'py> {
         }
     }
 
-    /// A 64-bit length prefix as a size, rejecting what no buffer could hold (CPython's
-    /// "exceeds system's maximum size"); the caller's read then checks the actual input.
+    /// A length prefix of `nbytes` (1, 4 or 8) little-endian bytes as a size (`calc_binsize`),
+    /// rejecting what no buffer could hold (CPython's "exceeds system's maximum size"); the
+    /// caller's read then checks the actual input.
     #[inline(always)]
-    fn len_u64(&self, n: u64, what: &str) -> PyResult<usize> {
+    fn read_size(&mut self, nbytes: usize) -> PyResult<usize> {
+        let n: u64 = match nbytes {
+            1 => self.read_u8()?.into(),
+            4 => u32::from_le_bytes(self.read_array()?).into(),
+            _ => u64::from_le_bytes(self.read_array()?),
+        };
         match usize::try_from(n) {
             Ok(n) if isize::try_from(n).is_ok() => Ok(n),
             _ => Err(self.fail(format!(
-                "{what} exceeds system's maximum size of {} bytes",
+                "{} exceeds system's maximum size of {} bytes",
+                op_name(self.op),
                 isize::MAX
             ))),
         }
+    }
+
+    /// A byte count of `nbytes` (1, or 4 signed) little-endian bytes; `negative` is the
+    /// message for a negative 4-byte count.
+    #[inline(always)]
+    fn read_signed_count(&mut self, nbytes: usize, negative: &str) -> PyResult<usize> {
+        if nbytes == 1 {
+            return Ok(self.read_u8()?.into());
+        }
+        let n = i32::from_le_bytes(self.read_array()?);
+        usize::try_from(n).map_err(|_| self.fail(negative))
     }
 
     /// A 32-bit memo index. `usize` is at least 32 bits on every platform CPython supports.
@@ -448,6 +527,28 @@ impl<'py> Reader<'py> {
             Some(obj) => Ok(obj),
             None => Err(self.underflow()),
         }
+    }
+
+    /// The stack height, when at least `n` objects sit above the innermost MARK; else the
+    /// underflow error (`Pdata_stack_underflow`).
+    #[inline(always)]
+    fn need(&self, n: usize) -> PyResult<usize> {
+        let len = self.stack.len();
+        if len < self.stack.fence() + n {
+            return Err(self.underflow());
+        }
+        Ok(len)
+    }
+
+    /// The stack height, when the objects from `x` up have a target just below them, above the
+    /// innermost MARK (`do_append`, `do_setitems`, `load_additems`); else the underflow error.
+    #[inline(always)]
+    fn items_from(&self, x: usize) -> PyResult<usize> {
+        let len = self.stack.len();
+        if x > len || x <= self.stack.fence() {
+            return Err(self.underflow());
+        }
+        Ok(len)
     }
 
     /// Pop the topmost MARK and return its stack position (`marker()`).
@@ -553,10 +654,7 @@ impl<'py> Reader<'py> {
     /// TUPLE1/2/3 (`load_counted_tuple`).
     #[inline(always)]
     fn load_counted_tuple(&mut self, n: usize) -> PyResult<()> {
-        let len = self.stack.len();
-        if len < self.stack.fence() + n {
-            return Err(self.underflow());
-        }
+        let len = self.need(n)?;
         self.push_tuple(len - n)
     }
 
@@ -603,10 +701,7 @@ impl<'py> Reader<'py> {
     /// object just below it. Exact lists are extended in place; anything else gets its
     /// `extend` (or, failing that, `append`) method called, as pickle does.
     fn do_append(&mut self, x: usize) -> PyResult<()> {
-        let len = self.stack.len();
-        if x > len || x <= self.stack.fence() {
-            return Err(self.underflow());
-        }
+        let len = self.items_from(x)?;
         if len == x {
             return Ok(());
         }
@@ -646,10 +741,7 @@ impl<'py> Reader<'py> {
     /// SETITEM/SETITEMS (`do_setitems`): key/value pairs above position `x` go into the
     /// object just below it, with `PyDict_SetItem` for exact dicts and `__setitem__` else.
     fn do_setitems(&mut self, x: usize) -> PyResult<()> {
-        let len = self.stack.len();
-        if x > len || x <= self.stack.fence() {
-            return Err(self.underflow());
-        }
+        let len = self.items_from(x)?;
         if len == x {
             return Ok(());
         }

@@ -349,10 +349,7 @@ impl<'py> Reader<'py> {
     /// ADDITEMS (`load_additems`): `PySet_Add` for sets (and subclasses), else `add(item)`.
     pub(super) fn load_additems(&mut self) -> PyResult<()> {
         let mark = self.marker()?;
-        let len = self.stack.len();
-        if mark > len || mark <= self.stack.fence() {
-            return Err(self.underflow());
-        }
+        let len = self.items_from(mark)?;
         if len == mark {
             return Ok(());
         }
@@ -669,9 +666,7 @@ impl<'py> Reader<'py> {
     /// str keys, and `slotstate` is applied with `setattr`.
     pub(super) fn load_build(&mut self) -> PyResult<()> {
         let py = self.py;
-        if self.stack.len() < self.stack.fence() + 2 {
-            return Err(self.underflow());
-        }
+        self.need(2)?;
         let state = self.pop_bound()?;
         let inst = self.stack_bound(self.stack.len() - 1)?;
         // A dask `Task`: its `__setstate__` sets slots from a tuple; do that without the call.
@@ -728,9 +723,15 @@ impl<'py> Reader<'py> {
         Ok(())
     }
 
-    /// EXT1/EXT2/EXT4 (`load_extension`): the copyreg extension registry.
-    pub(super) fn load_extension(&mut self, code: i64) -> PyResult<()> {
+    /// EXT1/EXT2/EXT4 (`load_extension`): an `nbytes` code (EXT4's signed), looked up in the
+    /// copyreg extension registry.
+    pub(super) fn load_extension(&mut self, nbytes: usize) -> PyResult<()> {
         let py = self.py;
+        let code: i64 = match nbytes {
+            1 => self.read_u8()?.into(),
+            2 => u16::from_le_bytes(self.read_array()?).into(),
+            _ => i32::from_le_bytes(self.read_array()?).into(),
+        };
         if code <= 0 {
             return Err(self.fail("EXT specifies code <= 0"));
         }
