@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from ferropickle import _bench, _demo
+from ferropickle import _demo
 
 pytest.importorskip("distributed")
 pytest.importorskip("tqdm")
@@ -26,7 +26,7 @@ N_WORKERS = 2
 
 
 def test_scheduler_cpu_per_task(benchmark, capsys):
-    process = _bench.script_function()
+    process = _demo.script_function()
     runs: dict[str, _demo.RunResult] = {}
 
     def stock_then_plugin() -> None:

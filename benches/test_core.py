@@ -9,11 +9,10 @@ prints pytest-benchmark's tables and, at the end, every group's times as ratios 
 from __future__ import annotations
 
 import pytest
+import workloads
 
-from ferropickle import _bench
-
-CASES = _bench.cases()
-IMPLS = _bench.implementations()
+CASES = workloads.cases()
+IMPLS = workloads.implementations()
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -13,8 +13,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
-from ferropickle import _bench
+import workloads
 
 pytest.importorskip("dask")
 pytest.importorskip("numpy")
@@ -22,14 +21,14 @@ pytest.importorskip("pandas")
 
 N = 1000
 VARIANTS = {"plain": 0, "2000-global": 2000}
-IMPLS = _bench.implementations()
+IMPLS = workloads.implementations()
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def tasks(request):
-    items = _bench.seed_tasks(N, VARIANTS[request.param])
+    items = workloads.seed_tasks(N, VARIANTS[request.param])
     # Stock pickle writes `process` by reference, as `__main__.process`: make that resolvable.
-    with _bench.functions_in_main(items):
+    with workloads.functions_in_main(items):
         yield request.param, items
 
 

@@ -23,7 +23,7 @@ import uuid
 
 import cloudpickle
 import pytest
-from conftest import roundtrip
+from helpers import roundtrip
 
 import ferropickle
 

@@ -36,19 +36,6 @@ def script():
     return ns
 
 
-@pytest.fixture(autouse=True)
-def restore_settings():
-    before = ferropickle.cache_info()
-    yield
-    ferropickle.configure(
-        cache=before["enabled"],
-        cache_max_bytes=before["max_bytes"],
-        loads_cache=before["loads_cache_enabled"],
-        loads_cache_max_entries=before["loads_cache_max_entries"],
-    )
-    ferropickle.cache_clear()
-
-
 def test_globals_are_a_snapshot_while_the_function_lives(script):
     f = script["look"]
     assert pickle.loads(ferropickle.dumps(f))(1) == "old"

@@ -26,24 +26,6 @@ import pytest
 
 import ferropickle
 
-DEFAULTS = {
-    "cache": True,
-    "cache_max_bytes": 64 * 1024 * 1024,
-    "loads_cache": True,
-    "loads_cache_max_entries": 4096,
-    "loads_cache_stateful": False,
-}
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """Every test starts from empty caches with the default settings, and leaves them so."""
-    ferropickle.configure(**DEFAULTS)
-    ferropickle.cache_clear()
-    yield
-    ferropickle.configure(**DEFAULTS)
-    ferropickle.cache_clear()
-
 
 def script(source: str) -> dict[str, Any]:
     """Runs `source` as if it were the user's script, so its functions go by value."""
@@ -485,10 +467,17 @@ ITERATIONS = 300
 
 @pytest.fixture(scope="module")
 def seed_tasks():
-    pytest.importorskip("dask._task_spec")
-    from ferropickle._bench import seed_tasks
+    """50 distinct ``Task(key, partial(process, Path(...)))`` sharing the demo's ``process``."""
+    task_spec = pytest.importorskip("dask._task_spec")
+    from ferropickle import _demo
 
-    return seed_tasks(50)
+    process = _demo.script_function()
+    return [
+        task_spec.Task(
+            ("process-8d3f", i), functools.partial(process, pathlib.Path(f"/data/in/f{i}.parquet"))
+        )
+        for i in range(50)
+    ]
 
 
 def deterministic_objects(seed_tasks: list[Any]) -> list[Any]:

@@ -10,7 +10,7 @@ import pickle
 import pickletools
 
 import pytest
-from conftest import assert_like_pickle, roundtrip
+from helpers import assert_like_pickle, roundtrip
 
 import ferropickle
 

@@ -43,7 +43,7 @@ from distributed.protocol.serialize import dask_deserialize, dask_serialize, des
 
 import ferropickle
 import ferropickle.dask as ferro_dask
-from ferropickle import _bench, _demo
+from ferropickle import _demo
 
 dpickle = importlib.import_module("distributed.protocol.pickle")
 dcore = importlib.import_module("distributed.protocol.core")
@@ -285,7 +285,7 @@ def test_task_message_run_spec_is_written_by_ferropickle(installed):
     import msgpack
     from distributed.protocol.serialize import ToPickle
 
-    process = _bench.script_function()
+    process = _demo.script_function()
     task = Task("process-0", process, pathlib.Path("/data/in/part-00000.parquet"))
     calls = ferropickle.stats()["dumps_calls"]
     frames = dcore.dumps({"op": "compute-task", "run_spec": ToPickle(task)})
@@ -443,7 +443,7 @@ SEED_TASKS = 300
 
 def seed_expected(paths: list[pathlib.Path]) -> list[Any]:
     """The seed workload computed here, with no Dask at all."""
-    process = _bench.script_function()
+    process = _demo.script_function()
     return [process(p) for p in paths]
 
 
@@ -478,7 +478,7 @@ def check_seed_workload(client: Any) -> None:
     """The seed workload through ``client.map`` and as ``partial``s through ``submit`` and
     ``delayed``, compared with computing it here."""
     paths = _demo.seed_paths(SEED_TASKS)
-    process = _bench.script_function()
+    process = _demo.script_function()
     expected = seed_expected(paths)
     work = _demo.run_workload(client, process, paths, progress=False)
     assert work.results == expected
@@ -615,7 +615,7 @@ def test_install_in_process_computes_the_same_as_stock():
         Client(cluster) as client,
     ):
         paths = _demo.seed_paths(50)
-        process = _bench.script_function()
+        process = _demo.script_function()
         for plugin in (True, False):
             if plugin:
                 assert ferro_dask.install()

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import check_stream, roundtrip
+from helpers import check_stream, roundtrip
 
 import ferropickle
 

@@ -16,7 +16,7 @@ import uuid
 import cloudpickle
 import numpy as np
 import pytest
-from conftest import assert_same
+from helpers import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

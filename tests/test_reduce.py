@@ -29,7 +29,7 @@ import types
 import uuid
 
 import pytest
-from conftest import assert_like_pickle, roundtrip
+from helpers import assert_like_pickle, roundtrip
 
 import ferropickle
 

@@ -6,7 +6,7 @@ import functools
 import pickle
 
 import pytest
-from conftest import roundtrip
+from helpers import roundtrip
 
 import ferropickle
 

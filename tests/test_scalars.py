@@ -12,7 +12,7 @@ import pickletools
 import struct
 
 import pytest
-from conftest import LEGACY_PROTOCOLS, assert_like_pickle, roundtrip, unframed_payloads
+from helpers import LEGACY_PROTOCOLS, assert_like_pickle, roundtrip, unframed_payloads
 
 import ferropickle
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import roundtrip
+from helpers import roundtrip
 
 import ferropickle
 

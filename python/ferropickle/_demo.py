@@ -3,8 +3,8 @@
 Starts a ``dask scheduler`` process and worker processes on 127.0.0.1 twice - once stock, once
 with ``--preload ferropickle.dask`` on the scheduler only (the workers run nothing new) - maps a
 function defined as in a user's script over ``N`` paths, and compares the scheduler's CPU per
-task, tasks per second and bytes per task message. ``benches/test_cluster.py`` and the tests
-reuse :class:`ProcessCluster` and :func:`run_workload`.
+task, tasks per second and bytes per task message. ``benches/test_cluster.py`` and the Dask
+tests reuse :class:`ProcessCluster`, :func:`run_workload` and the workload, :func:`script_function`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-
-from ferropickle import _bench
 
 #: Seconds to wait for a process to come up (imports of numpy/pandas/distributed on a busy
 #: 2-core machine take a few seconds each).
@@ -194,6 +192,28 @@ class ProcessCluster:
 # The workload
 # --------------------------------------------------------------------------------------------
 
+#: The seed workload's task function, as a user's script defines it: in `__main__`, reading
+#: package globals.
+SCRIPT = """
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+
+def process(path):
+    frame = pd.DataFrame({"x": np.arange(3)})
+    return int(frame.x.sum()) + len(json.dumps(str(path))) + len(re.findall("f", str(path)))
+"""
+
+
+def script_function(source: str = SCRIPT) -> Callable[[Any], Any]:
+    """``process`` as if defined in a script run as ``__main__`` (so it is pickled by value)."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(source, "<script>", "exec"), namespace)
+    return namespace["process"]
+
 
 def seed_paths(n: int) -> list[pathlib.Path]:
     """The ``n`` input paths the seed workload maps over."""
@@ -291,7 +311,7 @@ def run(
     """Starts a fresh cluster (plugin on the scheduler only, or stock) and runs the workload."""
     from ferropickle import dask as ferro_dask
 
-    process = process or _bench.script_function()
+    process = process or script_function()
     paths = seed_paths(n_tasks)
     preload = ["ferropickle.dask"] if plugin else []
     with ProcessCluster(n_workers, scheduler_preload=preload) as cluster:
@@ -394,7 +414,7 @@ def table(stock: RunResult, ours: RunResult, sizes: tuple[int, int], n_workers: 
 
 def main(n_tasks: int = 5000, n_workers: int = 2, progress: bool = True) -> int:
     """Runs the demo and prints the report; exit status 1 if the results differ."""
-    process = _bench.script_function()
+    process = script_function()
     print(
         f"Starting a local cluster twice (scheduler + {n_workers} workers, 127.0.0.1): stock, "
         "then with --preload ferropickle.dask on the scheduler only.",

@@ -1,4 +1,4 @@
-"""Micro-benchmark workloads shared by ``python -m ferropickle bench`` and ``benches/``.
+"""Micro-benchmark workloads shared by ``python -m ferropickle bench`` and the ``benches/`` tests.
 
 Every case is timed for each available implementation in the same process, one after the other,
 and reported as a ratio to ferropickle, so machine speed cancels out.
@@ -16,6 +16,8 @@ import timeit
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from ferropickle import _demo
 
 
 def _process(path: pathlib.PurePath) -> int:
@@ -42,21 +44,8 @@ def cases() -> dict[str, Any]:
     return out
 
 
-# The seed workload's task function, as a user's script defines it: in `__main__`, reading
-# package globals; the heavy variant also reads a 2,000-entry dict global.
-_SCRIPT = """
-import json
-import re
-
-import numpy as np
-import pandas as pd
-
-
-def process(path):
-    frame = pd.DataFrame({"x": np.arange(3)})
-    return int(frame.x.sum()) + len(json.dumps(str(path))) + len(re.findall("f", str(path)))
-"""
-
+# The seed workload's task function with a 2,000-entry dict global; the plain one is the demo's
+# (`ferropickle._demo.SCRIPT`).
 _SCRIPT_WITH_LOOKUP = """
 import json
 import re
@@ -81,10 +70,7 @@ def process(path):
 def script_function(n_global: int = 0) -> Callable[[Any], Any]:
     """``process`` as if defined in a script run as ``__main__`` (so it is pickled by value);
     with ``n_global`` (0 or 2000) it also reads a dict global of that many entries."""
-    source = _SCRIPT_WITH_LOOKUP if n_global else _SCRIPT
-    namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(source, "<script>", "exec"), namespace)
-    return namespace["process"]
+    return _demo.script_function(_SCRIPT_WITH_LOOKUP if n_global else _demo.SCRIPT)
 
 
 def seed_tasks(n: int, n_global: int = 0) -> list[Any]:
