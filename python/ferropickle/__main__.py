@@ -16,7 +16,8 @@ from types import ModuleType
 def _bench_workloads() -> ModuleType | None:
     """``benches/workloads.py`` of the checkout in the current directory, if there is one."""
     path = pathlib.Path.cwd() / "benches" / "workloads.py"
-    spec = importlib.util.spec_from_file_location("ferropickle_bench_workloads", path)
+    # Named as the benches import it, so its functions pickle by reference the same way there.
+    spec = importlib.util.spec_from_file_location("workloads", path)
     if not path.is_file() or spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
