@@ -2,10 +2,11 @@
 
     pytest benches/test_cluster.py --benchmark-only -s
 
-Runs what ``python -m ferropickle demo`` runs: the seed workload (``client.map`` of a function
-defined in ``__main__`` over 5,000 ``Path``s; ``FERROPICKLE_CLUSTER_TASKS`` overrides) on a
-scheduler in its own process with two worker processes, once stock and once with
-``--preload ferropickle.dask`` on the scheduler only, and prints the demo's table. The figure
+Runs what ``python -m ferropickle demo`` runs: the seed workload (a function defined in
+``__main__`` over 5,000 ``Path``s, ``FERROPICKLE_CLUSTER_TASKS`` overrides; once as
+``client.map``, once as a ``client.submit`` loop) on a scheduler in its own process with two
+worker processes, once stock and once with ``--preload ferropickle.dask`` on the scheduler only,
+and prints the demo's tables. The figure
 that matters is the scheduler's CPU per task (psutil, user + system), reported as a ratio; the
 time pytest-benchmark records is only the wall time of both runs, cluster starts included.
 """
@@ -23,11 +24,13 @@ pytest.importorskip("tqdm")
 
 N_TASKS = int(os.environ.get("FERROPICKLE_CLUSTER_TASKS", "5000"))
 N_WORKERS = 2
+#: Issue 7's targets for scheduler CPU per task, ferropickle / stock (reported, not asserted).
+TARGETS = {"map": 0.5, "submit": 0.7}
 
 
 def test_scheduler_cpu_per_task(benchmark, capsys):
     process = _demo.script_function()
-    runs: dict[str, _demo.RunResult] = {}
+    runs: dict[str, dict[str, _demo.RunResult]] = {}
 
     def stock_then_plugin() -> None:
         for label, plugin in (("stock", False), ("ferropickle", True)):
@@ -37,18 +40,24 @@ def test_scheduler_cpu_per_task(benchmark, capsys):
 
     benchmark.group = f"real cluster, {N_TASKS} tasks (wall of both runs)"
     benchmark.pedantic(stock_then_plugin, rounds=1, iterations=1)
-    stock, ours = runs["stock"], runs["ferropickle"]
-    ratio = ours.cpu_per_task_s / stock.cpu_per_task_s
-    benchmark.extra_info.update(
-        tasks=N_TASKS,
-        stock_scheduler_cpu_per_task_us=stock.cpu_per_task_s * 1e6,
-        ferropickle_scheduler_cpu_per_task_us=ours.cpu_per_task_s * 1e6,
-        scheduler_cpu_ratio=ratio,
-    )
-    with capsys.disabled():
-        print()
-        print(_demo.table(stock, ours, _demo.message_sizes(process), N_WORKERS))
-        print(f"scheduler CPU per task, ferropickle / stock: {ratio:.2f}x (target <= 0.45x)")
-    assert ours.scheduler_stats["installed"] is True
-    assert not stock.scheduler_stats["installed"]
-    assert ours.results == stock.results
+    sizes = _demo.message_sizes(process)
+    for mode, target in TARGETS.items():
+        stock, ours = runs["stock"][mode], runs["ferropickle"][mode]
+        ratio = ours.cpu_per_task_s / stock.cpu_per_task_s
+        benchmark.extra_info.update(
+            {
+                f"{mode}_tasks": N_TASKS,
+                f"{mode}_stock_scheduler_cpu_per_task_us": stock.cpu_per_task_s * 1e6,
+                f"{mode}_ferropickle_scheduler_cpu_per_task_us": ours.cpu_per_task_s * 1e6,
+                f"{mode}_scheduler_cpu_ratio": ratio,
+            }
+        )
+        with capsys.disabled():
+            print()
+            print(_demo.table(stock, ours, sizes, N_WORKERS, mode))
+            print(
+                f"scheduler CPU per task, ferropickle / stock: {ratio:.2f}x (target <= {target}x)"
+            )
+        assert ours.scheduler_stats["installed"] is True
+        assert not stock.scheduler_stats["installed"]
+        assert ours.results == stock.results

@@ -10,7 +10,6 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-mod budget;
 mod dumps;
 mod errors;
 mod layouts;
@@ -20,8 +19,7 @@ mod slots;
 mod stats;
 mod writer;
 
-use dumps::{fragment_cache as cache, globals};
-use loads::rebuilt;
+use dumps::{code, globals};
 
 pub use errors::{PicklingError, UnpicklingError};
 
@@ -51,72 +49,33 @@ fn loads_py<'py>(
     loads::loads(py, data, fix_imports, encoding, errors, buffers)
 }
 
-/// Statistics and settings of the caches (see the `.pyi` stub).
+/// What the pickler remembers between calls (see the `.pyi` stub).
 #[pyfunction]
 fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
-    cache::info(py, &out)?;
-    rebuilt::info(&out)?;
+    out.set_item("globals", globals::len())?;
+    out.set_item("code_objects", code::len(py))?;
     Ok(out)
 }
 
-/// Process-wide counters: calls, bytes and time of `dumps`/`loads`, objects written natively,
-/// through `__reduce_ex__` and by value, and the fragment cache's hits, misses and evictions.
+/// Process-wide counters: calls, bytes and time of `dumps`/`loads`, and objects written
+/// natively, through `__reduce_ex__` and by value.
 #[pyfunction(name = "stats")]
 #[pyo3(signature = (*, reset=false))]
 fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     stats::fill(&out)?;
-    let cache = PyDict::new(py);
-    cache::info(py, &cache)?;
-    for (k, v) in cache.iter() {
-        out.set_item(format!("cache_{}", k.extract::<String>()?), v)?;
-    }
-    rebuilt::info(&out)?;
     if reset {
         stats::reset();
-        cache::reset_counters();
-        rebuilt::reset_counters();
     }
     Ok(out)
 }
 
-/// Empties the by-value fragment cache and the by-reference/by-value decisions.
+/// Forgets the by-reference/by-value decisions and what is known about code objects.
 #[pyfunction]
-fn cache_clear() {
-    cache::clear();
+fn cache_clear(py: Python<'_>) {
     globals::clear();
-    rebuilt::clear();
-}
-
-/// Changes cache settings; `None` leaves a setting as it is.
-#[pyfunction]
-#[pyo3(signature = (
-    *,
-    cache=None,
-    cache_max_bytes=None,
-    loads_cache=None,
-    loads_cache_max_entries=None,
-    loads_cache_max_bytes=None,
-    loads_cache_stateful=None,
-))]
-fn configure(
-    py: Python<'_>,
-    cache: Option<bool>,
-    cache_max_bytes: Option<usize>,
-    loads_cache: Option<bool>,
-    loads_cache_max_entries: Option<usize>,
-    loads_cache_max_bytes: Option<usize>,
-    loads_cache_stateful: Option<bool>,
-) -> PyResult<Bound<'_, PyDict>> {
-    cache::configure(cache, cache_max_bytes);
-    rebuilt::configure(
-        loads_cache,
-        loads_cache_max_entries,
-        loads_cache_max_bytes,
-        loads_cache_stateful,
-    );
-    cache_info(py)
+    code::clear(py);
 }
 
 #[pymodule(gil_used = true)]
@@ -126,7 +85,6 @@ fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loads_py, m)?)?;
     m.add_function(wrap_pyfunction!(cache_info, m)?)?;
     m.add_function(wrap_pyfunction!(cache_clear, m)?)?;
-    m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add_function(wrap_pyfunction!(stats_py, m)?)?;
     m.add("PicklingError", py.get_type::<PicklingError>())?;
     m.add("UnpicklingError", py.get_type::<UnpicklingError>())?;

@@ -13,16 +13,6 @@ from helpers import NATIVE_PROTOCOLS
 
 import ferropickle
 
-#: `ferropickle.configure`'s settings as a fresh process has them.
-CACHE_DEFAULTS = {
-    "cache": True,
-    "cache_max_bytes": 64 * 1024 * 1024,
-    "loads_cache": True,
-    "loads_cache_max_entries": 4096,
-    "loads_cache_max_bytes": 64 * 1024 * 1024,
-    "loads_cache_stateful": False,
-}
-
 
 @pytest.fixture(params=NATIVE_PROTOCOLS, ids=lambda p: f"proto{p}")
 def protocol(request: pytest.FixtureRequest) -> int:
@@ -32,10 +22,9 @@ def protocol(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
-    """Every test starts from empty caches with the default settings, and leaves them so: what
-    one test pickled or configured can't change what another sees."""
-    ferropickle.configure(**CACHE_DEFAULTS)
+    """Every test starts from empty caches and leaves them so: what one test pickled can't
+    change what another sees (the caches only ever hold what can't go stale, so this keeps
+    tests independent of their order rather than correct)."""
     ferropickle.cache_clear()
     yield
-    ferropickle.configure(**CACHE_DEFAULTS)
     ferropickle.cache_clear()

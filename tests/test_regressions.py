@@ -73,32 +73,6 @@ def test_a_cycle_through_a_datanode_value_keeps_one_node():
         assert r.value[0] is r
 
 
-def test_rebuilt_functions_kept_by_loads_respect_the_byte_budget():
-    """The loads table kept every fragment's bytes, up to 4,096 of them, with no byte limit."""
-    ns: dict = {"__name__": "__main__"}
-    exec("def make(blob):\n    return lambda: len(blob)\n", ns)
-    try:
-        ferropickle.configure(loads_cache_max_bytes=3_000_000)
-        for i in range(5):
-            f = ns["make"](bytes([i]) * 1_000_000)
-            assert ferropickle.loads(ferropickle.dumps(f))() == 1_000_000
-            assert ferropickle.cache_info()["loads_cache_bytes"] <= 3_000_000
-        assert ferropickle.cache_info()["loads_cache_entries"] <= 3
-    finally:
-        ferropickle.configure(loads_cache_max_bytes=64 * 1024 * 1024)
-        ferropickle.cache_clear()
-
-
-def test_functions_rebuilt_every_time_keep_no_bytes():
-    ns: dict = {"__name__": "__main__"}
-    exec("TABLE = {}\ndef lookup(k):\n    return TABLE.get(k)\n", ns)
-    data = ferropickle.dumps(ns["lookup"])
-    before = ferropickle.cache_info()["loads_cache_bytes"]
-    assert ferropickle.loads(data) is not ferropickle.loads(data)
-    assert ferropickle.cache_info()["loads_cache_bytes"] == before
-    ferropickle.cache_clear()
-
-
 def test_a_function_using_a_by_value_class_is_rebuilt():
     """Sharing it would skip the reset of that class's attributes a reload does."""
     ns: dict = {"__name__": "__main__"}

@@ -270,8 +270,12 @@ def run_workload(
     scheduler_cpu: Callable[[], float] | None = None,
     label: str = "",
     progress: bool = True,
+    mode: str = "map",
 ) -> Workload:
-    """``client.map(process, paths)``; the results in order, wall time and scheduler CPU.
+    """``client.map(process, paths)`` (``mode="map"``), or one ``client.submit(process, path)``
+    per path (``mode="submit"``, the futures loop: each submit is its own graph, so the
+    scheduler holds a fresh copy of ``process`` per task); the results in order, wall time and
+    scheduler CPU.
 
     The progress bar is tqdm over ``distributed.as_completed`` in this (the client's) process:
     distributed's own progress bar is a scheduler plugin and would add scheduler CPU.
@@ -285,7 +289,11 @@ def run_workload(
 
     cpu_before = scheduler_cpu() if scheduler_cpu else 0.0
     start = time.perf_counter()
-    futures = client.map(process, paths, key=[f"process-{i}" for i in range(len(paths))])
+    keys = [f"process-{mode}-{i}" for i in range(len(paths))]
+    if mode == "map":
+        futures = client.map(process, paths, key=keys)
+    else:
+        futures = [client.submit(process, p, key=k) for p, k in zip(paths, keys, strict=True)]
     index = {future.key: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with tqdm(
@@ -299,6 +307,10 @@ def run_workload(
     return Workload(results=results, wall_s=wall, scheduler_cpu_s=cpu, futures=futures)
 
 
+#: The ways a user submits the workload, as the report names them.
+MODES = {"map": "client.map", "submit": "client.submit loop"}
+
+
 def run(
     label: str,
     n_tasks: int,
@@ -307,40 +319,48 @@ def run(
     plugin: bool,
     progress: bool = True,
     process: Callable[[Any], Any] | None = None,
-) -> RunResult:
-    """Starts a fresh cluster (plugin on the scheduler only, or stock) and runs the workload."""
+    modes: Sequence[str] = MODES,
+) -> dict[str, RunResult]:
+    """Starts a fresh cluster (plugin on the scheduler only, or stock) and runs the workload
+    once per mode (``"map"``, ``"submit"``), one after the other; results by mode."""
     from ferropickle import dask as ferro_dask
 
     process = process or script_function()
     paths = seed_paths(n_tasks)
     preload = ["ferropickle.dask"] if plugin else []
+    out = {}
     with ProcessCluster(n_workers, scheduler_preload=preload) as cluster:
         # Results come straight from the workers (both runs alike): routed through the scheduler
         # they would add its CPU for moving data, which is not what this demo measures.
         client = cluster.client(direct_to_workers=True)
         try:
-            before = ferro_dask.stats(client) if plugin else {}
-            work = run_workload(
-                client,
-                process,
-                paths,
-                scheduler_cpu=cluster.scheduler_cpu,
-                label=label,
-                progress=progress,
-            )
-            # Read afterwards in the stock run too (it imports ferropickle.dask there, but the
-            # workload is over): it proves the stock scheduler really was stock.
-            after = ferro_dask.stats(client)
+            kept = []
+            for mode in modes:
+                before = ferro_dask.stats(client) if plugin else {}
+                work = run_workload(
+                    client,
+                    process,
+                    paths,
+                    scheduler_cpu=cluster.scheduler_cpu,
+                    label=f"{label} ({MODES[mode]})",
+                    progress=progress,
+                    mode=mode,
+                )
+                kept.append(work)
+                # Read afterwards in the stock run too (it imports ferropickle.dask there, but
+                # the workload is over): it proves the stock scheduler really was stock.
+                after = ferro_dask.stats(client)
+                out[mode] = RunResult(
+                    label=label,
+                    n_tasks=n_tasks,
+                    wall_s=work.wall_s,
+                    scheduler_cpu_s=work.scheduler_cpu_s,
+                    results=work.results,
+                    scheduler_stats=_stats_delta(before, after),
+                )
         finally:
             client.close()
-    return RunResult(
-        label=label,
-        n_tasks=n_tasks,
-        wall_s=work.wall_s,
-        scheduler_cpu_s=work.scheduler_cpu_s,
-        results=work.results,
-        scheduler_stats=_stats_delta(before, after),
-    )
+    return out
 
 
 def message_sizes(process: Callable[[Any], Any]) -> tuple[int, int]:
@@ -364,8 +384,14 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} us"
 
 
-def table(stock: RunResult, ours: RunResult, sizes: tuple[int, int], n_workers: int) -> str:
-    """The demo's report: the two runs side by side, with ratios (ours / stock)."""
+def table(
+    stock: RunResult,
+    ours: RunResult,
+    sizes: tuple[int, int],
+    n_workers: int,
+    mode: str = "map",
+) -> str:
+    """The demo's report for one mode: the two runs side by side, with ratios (ours / stock)."""
     same = stock.results == ours.results
     rows = [
         ("scheduler CPU per task", _us(stock.cpu_per_task_s), _us(ours.cpu_per_task_s),
@@ -383,8 +409,9 @@ def table(stock: RunResult, ours: RunResult, sizes: tuple[int, int], n_workers: 
          f"yes ({len(ours.results):,}/{len(stock.results):,})" if same else "NO"),
     ]  # fmt: skip
     lines = [
-        f"seed workload: {stock.n_tasks:,} tasks of client.map(process, paths), process defined"
-        f" in __main__; scheduler in its own process, {n_workers} worker processes",
+        f"seed workload, {MODES[mode]}: {stock.n_tasks:,} tasks of process(path), process"
+        f" defined in __main__; scheduler in its own process (--preload ferropickle.dask in the"
+        f" ferropickle run), {n_workers} worker processes without ferropickle",
         "",
         f"{'':<26} {'stock':>14} {'ferropickle':>14} {'ratio':>12}",
     ]
@@ -404,7 +431,7 @@ def table(stock: RunResult, ours: RunResult, sizes: tuple[int, int], n_workers: 
         f"({dumps_s / max(n_dumps, 1) * 1e6:,.1f} us each) = {dumps_s / cpu:.1%}",
         f"  loads: {n_loads:,} calls, {loads_s * 1e3:,.1f} ms = {loads_s / cpu:.1%} (the graph; "
         "includes importing numpy/pandas for the function's globals, which stock pays too)",
-        f"  by-value cache: {s.get('cache_hits', 0):,} hits, {s.get('cache_misses', 0):,} misses;"
+        f"  by-value functions written: {s.get('objects_by_value', 0):,};"
         f" fallbacks to distributed's pickle: {fallbacks:,}",
     ]
     if stock.scheduler_stats.get("installed"):
@@ -424,6 +451,9 @@ def main(n_tasks: int = 5000, n_workers: int = 2, progress: bool = True) -> int:
         run(label, n_tasks, n_workers=n_workers, plugin=plugin, progress=progress, process=process)
         for label, plugin in (("stock", False), ("ferropickle", True))
     )
-    print()
-    print(table(stock, ours, message_sizes(process), n_workers))
-    return 0 if stock.results == ours.results else 1
+    sizes = message_sizes(process)
+    for mode in MODES:
+        print()
+        print(table(stock[mode], ours[mode], sizes, n_workers, mode))
+    same = all(stock[mode].results == ours[mode].results for mode in MODES)
+    return 0 if same else 1

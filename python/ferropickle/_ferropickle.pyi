@@ -15,7 +15,6 @@ __all__ = [
     "UnpicklingError",
     "cache_clear",
     "cache_info",
-    "configure",
     "dumps",
     "loads",
     "stats",
@@ -57,10 +56,10 @@ def dumps(
 
     Functions and classes that can't be imported by name where the stream is loaded (defined in
     ``__main__``, in a module registered with ``cloudpickle.register_pickle_by_value``, locally
-    or dynamically) are pickled by value by cloudpickle and embedded as a nested
-    ``pickle.loads(b"...")`` call; the reader then needs cloudpickle installed, as for any
-    cloudpickle stream. Whether a global goes by reference or by value is decided once per live
-    object and remembered.
+    or dynamically) are pickled by value with cloudpickle's reduction, inline in the same
+    stream: what ``cloudpickle.dumps`` would write, read from the function at this call (its
+    current globals, defaults, closure and attributes). The reader needs cloudpickle
+    installed, as for any cloudpickle stream.
 
     Raises ``PicklingError`` naming the type and position of an unpicklable object, and
     ``RecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` or than the thread's
@@ -85,48 +84,20 @@ def loads(
     """
 
 def cache_info() -> dict[str, Any]:
-    """The caches' settings and counters.
+    """What ``dumps`` remembers between calls; none of it can change what a stream says.
 
-    Keys: ``enabled``, ``entries``, ``bytes``, ``max_bytes``, ``hits``, ``misses``,
-    ``evictions`` for the by-value fragment cache of ``dumps``; ``loads_cache_enabled``,
-    ``loads_cache_stateful``, ``loads_cache_entries``, ``loads_cache_max_entries``,
-    ``loads_cache_bytes``, ``loads_cache_max_bytes``, ``loads_cache_hits``,
-    ``loads_cache_misses`` for the functions ``loads`` reuses.
+    Keys: ``globals`` (by-reference/by-value decisions for live functions, classes and
+    builtins, each re-checked on use against where its name points now) and ``code_objects``
+    (distinct code objects whose global names, as cloudpickle's ``_extract_code_globals``
+    finds them, are known: a code object is immutable, and the submodules it reaches are
+    looked up again whenever ``sys.modules`` has changed).
     """
 
 def cache_clear() -> None:
-    """Empties both caches (and the remembered by-reference/by-value decisions).
+    """Forgets what ``cache_info()`` counts (only a speed-up: streams stay the same)."""
 
-    The next ``dumps`` of a by-value function takes a new snapshot of its globals.
-    """
-
-def configure(
-    *,
-    cache: bool | None = None,
-    cache_max_bytes: int | None = None,
-    loads_cache: bool | None = None,
-    loads_cache_max_entries: int | None = None,
-    loads_cache_max_bytes: int | None = None,
-    loads_cache_stateful: bool | None = None,
-) -> dict[str, Any]:
-    """Changes cache settings (``None`` leaves one as it is) and returns ``cache_info()``.
-
-    * ``cache``: keep each by-value function's cloudpickle bytes while the function lives
-      (default on). Its globals, defaults and closure are snapshotted at its first ``dumps``.
-      Turning it off also empties it.
-    * ``cache_max_bytes``: the fragment cache's budget, least recently used evicted first
-      (default 64 MiB).
-    * ``loads_cache``: let ``loads`` reuse a function it rebuilt from the same by-value bytes
-      before (default on).
-    * ``loads_cache_max_entries``, ``loads_cache_max_bytes``: how many, and how many bytes of
-      by-value fragments kept for comparison (defaults 4096 and 64 MiB).
-    * ``loads_cache_stateful``: also share functions that can carry state from one call to the
-      next (a ``global``/``nonlocal`` write, a mutable default, a mutable global such as a
-      dict); by default those are rebuilt for every ``loads``, as stock pickle does.
-    """
-
-def stats(*, reset: bool = False) -> dict[str, int | bool]:
-    """Process-wide counters, and the cache counters of ``cache_info()`` prefixed ``cache_``.
+def stats(*, reset: bool = False) -> dict[str, int]:
+    """Process-wide counters.
 
     ``dumps_calls``, ``dumps_errors``, ``dumps_bytes``, ``dumps_ns`` (time inside ``dumps``),
     ``objects_native`` (written without calling Python code), ``objects_reduced`` (through

@@ -451,11 +451,7 @@ def stats(client: Client | None = None) -> Any:
 # default registry, so registering there is enough.
 def _is_gauge(key: str, value: object) -> bool:
     """Settings and current sizes go up and down; everything else in stats() only counts up."""
-    return (
-        isinstance(value, bool)
-        or key.endswith(("_entries", "_max_bytes"))
-        or key in ("cache_bytes", "installed")
-    )
+    return isinstance(value, bool) or key.endswith(("_entries", "_max_bytes")) or key == "installed"
 
 
 class _Collector:

@@ -1,68 +1,382 @@
-//! By-value functions and classes, pickled by cloudpickle and embedded as a nested stream.
+//! By-value functions and classes, written inline in the one stream with cloudpickle's reduction.
 //!
 //! A function defined in `__main__` (or in a module registered with
 //! `cloudpickle.register_pickle_by_value`, or otherwise not importable) can't be written as
-//! `module.qualname`. cloudpickle knows how to write its code, closure, globals and defaults, so
-//! we hand it exactly that one object and embed the result as
+//! `module.qualname`. cloudpickle's `Pickler._dynamic_function_reduce` describes it as
 //!
 //! ```text
-//! pickle.loads(b"<cloudpickle stream>")     # STACK_GLOBAL, BINBYTES, TUPLE1, REDUCE
+//! _make_function(code, base_globals, None, None, closure)      # REDUCE, then memoized
+//! _function_setstate(func, (func.__dict__, slotstate))          # the state setter
 //! ```
 //!
-//! Why a nested stream rather than splicing cloudpickle's opcodes into ours: a nested stream has
-//! its own memo, so its bytes mean the same thing wherever they are embedded. That makes the
-//! fragment a self-contained value that can be cached and reused for every later message
-//! holding the same live function, without renumbering memo indices. The price is that an object
-//! reachable both from the function and from the rest of the message is written twice; the
-//! function itself is memoized in the outer stream, so it is rebuilt once per message. Stock
-//! `pickle.loads` reads the result (it only needs cloudpickle importable, as for any cloudpickle
-//! stream).
+//! and that is what we write, building the same arguments natively: `base_globals` is one dict
+//! per `__globals__` per `dumps` call (cloudpickle's `globals_ref`), so functions of one module
+//! in one message share their globals when loaded; the closure is fresh empty cells, filled by
+//! the state; the state holds the function's *current* globals (the names its code uses, read
+//! from `__globals__` at this call), defaults, closure contents, attributes and names. Everything
+//! goes through the same walker and memo as the rest of the message, so shared objects are
+//! written once, cycles close through the memo and `PickleBuffer`s go out of band.
+//!
+//! Nothing about a function is cached between calls: only what its immutable code object
+//! determines (see `code.rs`). The native reduction is checked once against the installed
+//! cloudpickle's own on a sample function; if they differ (another cloudpickle version), the
+//! reduction comes from a `cloudpickle.Pickler` kept for the call instead, with the same effect.
+//!
+//! By-value classes use cloudpickle's `_class_reduce` (a class is pickled far less often than a
+//! task's function), whose reduction is written by the same walker.
 
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use rustc_hash::FxHashMap;
 
-use super::fragment_cache as cache;
-use super::Pickler;
-use crate::opcodes::{REDUCE, TUPLE1};
+use super::code;
+use super::lookup::Lookup;
+use super::reduce;
+use super::{describe, Pickler};
+use crate::errors::pickling_error;
+use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE, TUPLE2};
 
-/// Writes `obj` by value: `pickle.loads(<cloudpickle bytes>)`, then memoizes it so later
-/// references in the same message are a `BINGET`.
+/// What one `dumps` call remembers about the by-value functions it wrote.
+#[derive(Default)]
+pub struct State {
+    /// `globals_ref`: the base globals dict written for each `__globals__` (keyed by its
+    /// address, both kept alive for the call).
+    base_globals: FxHashMap<usize, (Py<PyDict>, Py<PyDict>)>,
+    /// A `cloudpickle.Pickler` for this call, when the native reduction isn't used.
+    cloudpickler: Option<Py<PyAny>>,
+}
+
+/// Writes `obj` (a function or class that can't be pickled by reference) by value.
 pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
     p.counts.by_value += 1;
-    let fragment = fragment(p, obj)?;
-    write_loads_call(p, &fragment)?;
-    p.memoize(obj);
+    // SAFETY: type check on a live object.
+    if unsafe { ffi::PyFunction_Check(obj.as_ptr()) } != 0 {
+        return save_function(p, obj);
+    }
+    match obj.cast::<PyType>() {
+        Ok(cls) => save_class(p, cls),
+        Err(_) => Err(pickling_error(format!(
+            "Can't pickle {} by value",
+            describe(obj)
+        ))),
+    }
+}
+
+fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResult<()> {
+    let py = p.py;
+    if !native(py, p.lookup) {
+        let rv = cloudpickle_reduction(p, func)?;
+        return reduce::save_reduce(p, func, &rv);
+    }
+    // SAFETY: `func` is a live function; these getters return borrowed references to its
+    // code, globals and closure (NULL for no closure), owned here before any code can run.
+    let (code, globals, closure) = unsafe {
+        let f = func.as_ptr();
+        let closure = ffi::PyFunction_GetClosure(f);
+        (
+            Bound::from_borrowed_ptr(py, ffi::PyFunction_GetCode(f)),
+            Bound::from_borrowed_ptr(py, ffi::PyFunction_GetGlobals(f)).cast_into::<PyDict>()?,
+            if closure.is_null() {
+                py.None().into_bound(py)
+            } else {
+                Bound::from_borrowed_ptr(py, closure)
+            },
+        )
+    };
+    let name = || describe(func);
+
+    // `_make_function(code, base_globals, None, None, closure)`.
+    p.save(p.lookup.cp.make_function.bind(py), false)?;
+    p.out.op(MARK);
+    p.save(&code, false)
+        .map_err(|e| p.at(e, || format!("{}.__code__", name())))?;
+    let base = base_globals(py, &mut p.by_value, &globals)?;
+    p.save(base.as_any(), false)?;
+    p.out.ops(&[NONE, NONE]);
+    if closure.is_none() {
+        p.out.op(NONE);
+    } else {
+        // Fresh empty cells, filled by the state: cells that lead back to the function can't
+        // be written before it exists.
+        let n = code
+            .getattr(pyo3::intern!(py, "co_freevars"))?
+            .cast_into::<PyTuple>()?
+            .len();
+        p.tuple_of(n, |p, _| {
+            p.save(p.lookup.cp.make_empty_cell.bind(py), false)?;
+            p.out.ops(&[EMPTY_TUPLE, REDUCE]);
+            Ok(())
+        })?;
+    }
+    p.out.ops(&[TUPLE, REDUCE]);
+    // Memoized before the state: a function reached again through its own globals, defaults
+    // or closure (recursion) is then a memo fetch.
+    if p.memoize_reduced(func) {
+        return Ok(());
+    }
+
+    // `_function_setstate(func, (attributes, slotstate))`.
+    p.save(p.lookup.cp.function_setstate.bind(py), false)?;
+    p.save(func, false)?;
+    let attrs = func
+        .getattr(pyo3::intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?;
+    let attrs: Vec<_> = attrs.iter().collect();
+    p.dict_of(&attrs, true, |k| format!("{}.{k}", name()))?;
+    let mut slot: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(10);
+    for key in [
+        pyo3::intern!(py, "__name__"),
+        pyo3::intern!(py, "__qualname__"),
+        pyo3::intern!(py, "__annotations__"),
+        pyo3::intern!(py, "__kwdefaults__"),
+        pyo3::intern!(py, "__defaults__"),
+        pyo3::intern!(py, "__module__"),
+        pyo3::intern!(py, "__doc__"),
+    ] {
+        slot.push((key.clone().into_any(), func.getattr(key)?));
+    }
+    slot.push((
+        pyo3::intern!(py, "__closure__").clone().into_any(),
+        closure.clone(),
+    ));
+    let f_globals = current_globals(p.lookup, &code, &globals)?;
+    let submodules = submodules(p.lookup, &code, &f_globals, &closure)?;
+    p.out.op(EMPTY_DICT);
+    p.out.op(MARK);
+    for (i, (key, value)) in slot.iter().enumerate() {
+        p.save(key, false)?;
+        // cloudpickle writes copies of the two names ("".join), which share no memo entry.
+        let result = if i < 2 {
+            code::save_joined(p, value)
+        } else {
+            p.save(value, false)
+        };
+        result.map_err(|e| p.at(e, || format!("{}.{}", name(), key)))?;
+    }
+    p.save(pyo3::intern!(py, "_cloudpickle_submodules").as_any(), false)?;
+    p.list_of(&submodules)?;
+    p.save(pyo3::intern!(py, "__globals__").as_any(), false)?;
+    p.dict_of(&f_globals, false, |k| {
+        format!("{}.__globals__['{k}']", name())
+    })?;
+    p.out.ops(&[SETITEMS, TUPLE2]);
+    p.out.ops(&[TUPLE2, REDUCE, POP]);
     Ok(())
 }
 
-/// cloudpickle's pickle of `obj` alone, in-band (a nested `pickle.loads` gets no buffers):
-/// from the fragment cache when this very object was pickled before.
-fn fragment<'py>(p: &Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    if let Some(cached) = cache::get(obj, p.proto) {
-        return Ok(cached);
-    }
-    let bytes = p
-        .lookup
-        .cloudpickle_dumps
-        .bind(p.py)
-        .call1((obj, p.proto))?
-        .cast_into::<PyBytes>()?;
-    cache::put(obj, p.proto, &bytes)?;
-    Ok(bytes)
-}
-
-fn write_loads_call<'py>(p: &mut Pickler<'py>, fragment: &Bound<'py, PyBytes>) -> PyResult<()> {
-    let py = p.py;
-    let loads = p.lookup.pickle_loads.bind(py).clone();
-    match p.memo.get(&loads) {
-        Some(idx) => p.out.get(idx),
+/// cloudpickle's `globals_ref`: the one base globals dict of this call for `globals`, with the
+/// module attributes that resolve relative imports (filled when first made).
+fn base_globals<'py>(
+    py: Python<'py>,
+    state: &mut State,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let base = match state.base_globals.get(&(globals.as_ptr() as usize)) {
+        Some((_, base)) => base.bind(py).clone(),
         None => {
-            let module = p.lookup.str_pickle.bind(py).clone();
-            let name = p.lookup.str_loads.bind(py).clone();
-            p.write_stack_global(&loads, &module, &name)?;
+            let base = PyDict::new(py);
+            state.base_globals.insert(
+                globals.as_ptr() as usize,
+                (globals.clone().unbind(), base.clone().unbind()),
+            );
+            base
+        }
+    };
+    if base.is_empty() {
+        for key in [
+            pyo3::intern!(py, "__package__"),
+            pyo3::intern!(py, "__name__"),
+            pyo3::intern!(py, "__path__"),
+            pyo3::intern!(py, "__file__"),
+        ] {
+            if let Some(v) = globals.get_item(key)? {
+                base.set_item(key, v)?;
+            }
         }
     }
-    p.out.bytes(fragment.as_bytes());
-    p.out.ops(&[TUPLE1, REDUCE]);
-    Ok(())
+    Ok(base)
+}
+
+/// `{k: func.__globals__[k] for k in _extract_code_globals(code) if k in func.__globals__}`,
+/// read now.
+fn current_globals<'py>(
+    lookup: &Lookup,
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = code.py();
+    let info = code::info(lookup, code)?;
+    let names = info.get().names.bind(py);
+    let mut out = Vec::with_capacity(names.len());
+    let exact = globals.is_exact_instance_of::<PyDict>();
+    for name in names.iter() {
+        let value = if exact {
+            globals.get_item(&name)?
+        } else if globals.as_any().contains(&name)? {
+            Some(globals.as_any().get_item(&name)?)
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+/// `_find_imported_submodules(code, chain(f_globals.values(), closure_values))`.
+fn submodules<'py>(
+    lookup: &Lookup,
+    code: &Bound<'py, PyAny>,
+    f_globals: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
+    closure: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = code.py();
+    let mut out = Vec::new();
+    let closure_values: Vec<_> = match closure.cast::<PyTuple>() {
+        Ok(cells) => cells
+            .iter()
+            .filter_map(|c| code::cell_contents(&c))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut info = None;
+    for dep in f_globals.iter().map(|(_, v)| v).chain(&closure_values) {
+        // SAFETY: type check on a live object.
+        if unsafe { ffi::PyModule_Check(dep.as_ptr()) } == 0 {
+            continue;
+        }
+        let package = dep.getattr_opt(pyo3::intern!(py, "__package__"))?;
+        match package {
+            Some(p) if p.is_truthy()? => {}
+            _ => continue,
+        }
+        let name = dep.getattr(pyo3::intern!(py, "__name__"))?;
+        let found = match name.cast_into::<PyString>() {
+            Ok(name) => {
+                let info = match &info {
+                    Some(i) => i,
+                    None => info.insert(code::info(lookup, code)?),
+                };
+                info.get().submodules_of(lookup, code, dep, &name)?
+            }
+            // A module whose `__name__` is not a str: let cloudpickle's function decide.
+            Err(_) => lookup
+                .cp
+                .find_imported_submodules
+                .bind(py)
+                .call1((code, PyList::new(py, [dep])?))?
+                .cast_into::<PyList>()?,
+        };
+        out.extend(found.iter());
+    }
+    Ok(out)
+}
+
+/// The reduction of `func` by a `cloudpickle.Pickler` kept for this call (so that its
+/// `globals_ref` spans the call), when the native one doesn't match the installed cloudpickle.
+fn cloudpickle_reduction<'py>(
+    p: &mut Pickler<'py>,
+    func: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let py = p.py;
+    let pickler = match &p.by_value.cloudpickler {
+        Some(pk) => pk.bind(py).clone(),
+        None => {
+            let file = py.import("io")?.getattr("BytesIO")?.call0()?;
+            let pk = py
+                .import("cloudpickle")?
+                .getattr("Pickler")?
+                .call1((file, p.proto))?;
+            p.by_value.cloudpickler = Some(pk.clone().unbind());
+            pk
+        }
+    };
+    pickler
+        .call_method1(pyo3::intern!(py, "_dynamic_function_reduce"), (func,))?
+        .cast_into::<PyTuple>()
+        .map_err(Into::into)
+}
+
+/// `_class_reduce(cls)` written by our walker: `_builtin_type(name)` for a class of `types`, the
+/// skeleton-class reduction for a dynamic class.
+fn save_class<'py>(p: &mut Pickler<'py>, cls: &Bound<'py, PyType>) -> PyResult<()> {
+    let py = p.py;
+    let rv = p.lookup.cp.class_reduce.bind(py).call1((cls,))?;
+    match rv.cast::<PyTuple>() {
+        Ok(rv) => reduce::save_reduce(p, cls.as_any(), rv),
+        Err(_) => Err(pickling_error(format!(
+            "Can't pickle {}: it is not importable by name, and cloudpickle would not pickle it \
+             by value",
+            describe(cls.as_any())
+        ))),
+    }
+}
+
+/// Whether the native writer writes what the installed cloudpickle writes. Decided once, on
+/// first use, by [`probe`]; while the probe runs the answer is "yes", so that the probe itself
+/// exercises the native writer.
+pub fn native(py: Python<'_>, lookup: &Lookup) -> bool {
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+    static NATIVE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match NATIVE.load(Ordering::Acquire) {
+        YES => true,
+        NO => false,
+        _ => {
+            NATIVE.store(YES, Ordering::Release);
+            let same = probe(py, lookup).unwrap_or(false);
+            NATIVE.store(if same { YES } else { NO }, Ordering::Release);
+            same
+        }
+    }
+}
+
+/// Sample functions covering every part of the reduction: a closure cell, positional, keyword
+/// and annotated arguments, an attribute, a docstring, module globals and a submodule reached
+/// through one, recursion through a cell, a nested function, a lambda, a comprehension, and
+/// two functions sharing one module's globals.
+const PROBE: &CStr = c"
+import json.decoder
+GLOBAL = {'k': 1}
+def outer():
+    cell = [1]
+    def sample(a, b=2, *, c=3) -> int:
+        'doc'
+        return json.decoder.JSONDecodeError, a, b + c + len(GLOBAL) + len(cell), sample
+    sample.attr = 4
+    return sample
+def plain(x):
+    def nested():
+        return GLOBAL
+    return [y for y in x], lambda: GLOBAL, nested
+samples = [outer(), plain, (outer(), plain)]
+";
+
+/// Whether, for every sample, our stream and `cloudpickle.dumps`'s are the same once
+/// `pickletools.optimize` has dropped unused memo entries (ours skips those cloudpickle
+/// writes for objects nothing can refer to; every other opcode must be equal).
+fn probe(py: Python<'_>, lookup: &Lookup) -> PyResult<bool> {
+    let ns = PyDict::new(py);
+    ns.set_item("__name__", "__main__")?;
+    py.run(PROBE, Some(&ns), Some(&ns))?;
+    let optimize = py.import("pickletools")?.getattr("optimize")?;
+    let cloudpickle_dumps = lookup.cloudpickle_dumps.bind(py);
+    let samples = ns
+        .get_item("samples")?
+        .ok_or_else(|| pickling_error("probe"))?;
+    for sample in samples.try_iter()? {
+        let sample = sample?;
+        let ours = super::dumps(py, &sample, Some(5), None)?;
+        let theirs = cloudpickle_dumps.call1((&sample, 5))?;
+        if !optimize.call1((ours,))?.eq(optimize.call1((theirs,))?)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

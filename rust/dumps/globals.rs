@@ -172,6 +172,11 @@ pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
     Ok(())
 }
 
+/// How many decisions are remembered.
+pub fn len() -> usize {
+    lock().entries.len()
+}
+
 /// Forgets every decision (`ferropickle.cache_clear()`).
 pub fn clear() {
     let old = std::mem::take(&mut lock().entries);
@@ -205,6 +210,23 @@ pub fn cached(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Kind> {
         }
     }
     Some(kind)
+}
+
+/// Whether `obj` is a function whose `__module__` is `"__main__"`: pickled by value whatever
+/// else holds (`_lookup_module_and_qualname` gives up on `__main__` at once).
+#[inline]
+pub fn is_main_function(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is live; `PyFunction_GetModule` returns a borrowed reference to the
+    // function's `__module__` (or NULL), only compared here, while `obj` keeps it alive.
+    unsafe {
+        if ffi::PyFunction_Check(obj.as_ptr()) == 0 {
+            return false;
+        }
+        let module = ffi::PyFunction_GetModule(obj.as_ptr());
+        !module.is_null()
+            && ffi::PyUnicode_CheckExact(module) != 0
+            && ffi::PyUnicode_CompareWithASCIIString(module, c"__main__".as_ptr()) == 0
+    }
 }
 
 /// Classifies `obj` (a function, class or builtin) and remembers the answer. `name` is the
@@ -340,7 +362,9 @@ fn compute(
     });
     Ok((
         Kind::ByRef {
-            module: PyString::intern(py, modname).unbind(),
+            // The very `__module__` object, as `save_global` writes it: two globals share a memo
+            // entry for their module name only when they share that object.
+            module: module_name.clone().unbind(),
             qualname: qualname.unbind(),
         },
         anchor,
@@ -349,8 +373,12 @@ fn compute(
 
 /// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages
 /// was registered with `cloudpickle.register_pickle_by_value`.
-fn registered_by_value(py: Python<'_>, lookup: &Lookup, modname: &str) -> PyResult<bool> {
+pub fn registered_by_value(py: Python<'_>, lookup: &Lookup, modname: &str) -> PyResult<bool> {
     let registry = lookup.by_value_registry(py)?;
+    // Nearly always empty: then no name needs building.
+    if registry.len()? == 0 {
+        return Ok(false);
+    }
     let mut name = modname;
     loop {
         if registry.contains(name)? {

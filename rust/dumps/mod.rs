@@ -6,7 +6,8 @@
 //! partials and dask nodes go to their writers in `path.rs`, `partial.rs` and `dask.rs`, which
 //! read them through `crate::layouts`; everything else goes through `reduce.rs` (the
 //! `__reduce_ex__` protocol) or, for functions and classes, `globals.rs` (by reference) and
-//! `by_value.rs` (by value, through cloudpickle, with `fragment_cache.rs` keeping the bytes).
+//! `by_value.rs` (by value, with cloudpickle's reduction); `code.rs` writes code objects, cells
+//! and modules as cloudpickle does.
 //! `lookup.rs` holds the Python objects all of them consult; `memo.rs` the memo table.
 //!
 //! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
@@ -19,8 +20,8 @@
 //! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
 
 mod by_value;
+pub mod code;
 mod dask;
-pub mod fragment_cache;
 pub mod globals;
 mod lookup;
 mod memo;
@@ -139,6 +140,8 @@ pub struct Pickler<'py> {
     pub buffer_callback: Option<Bound<'py, PyAny>>,
     native: Native,
     pub counts: stats::CallCounts,
+    /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
+    pub by_value: by_value::State,
     depth: u32,
     max_depth: u32,
     registry_checked: bool,
@@ -168,6 +171,7 @@ impl<'py> Pickler<'py> {
             buffer_callback,
             native,
             counts: stats::CallCounts::default(),
+            by_value: by_value::State::default(),
             depth: 0,
             max_depth: u32::try_from(limit).unwrap_or(0),
             registry_checked: false,
@@ -334,6 +338,19 @@ impl<'py> Pickler<'py> {
             if let Some(node) = layout.node_for(ty) {
                 return dask::save_node(self, node, obj);
             }
+        }
+        // Types cloudpickle reduces its own way, written natively (see `code.rs`).
+        // SAFETY: type check on a live object.
+        if unsafe { ffi::PyCode_Check(obj.as_ptr()) } != 0 {
+            code::save_code(self, obj)?;
+            return Ok(true);
+        }
+        if code::is_cell(self.lookup, obj) {
+            code::save_cell(self, obj)?;
+            return Ok(true);
+        }
+        if code::is_module(obj) && code::save_module(self, obj)? {
+            return Ok(true);
         }
         Ok(false)
     }
@@ -509,6 +526,81 @@ impl<'py> Pickler<'py> {
             ));
         }
         self.out.tuple_close(n);
+        Ok(())
+    }
+
+    /// A tuple built for the stream alone (nothing can refer to it, so no memo entry), of `n`
+    /// items written by `item`: `EMPTY_TUPLE`, `TUPLE1..3` or `MARK ... TUPLE`.
+    pub fn tuple_of(
+        &mut self,
+        n: usize,
+        mut item: impl FnMut(&mut Self, usize) -> PyResult<()>,
+    ) -> PyResult<()> {
+        if n == 0 {
+            self.out.op(EMPTY_TUPLE);
+            return Ok(());
+        }
+        if n > 3 {
+            self.out.op(MARK);
+        }
+        for i in 0..n {
+            item(self, i)?;
+        }
+        self.out.op(match n {
+            1 => TUPLE1,
+            2 => TUPLE2,
+            3 => TUPLE3,
+            _ => TUPLE,
+        });
+        Ok(())
+    }
+
+    /// A list built for the stream alone (no memo entry) from `items`, batched as `save_list`.
+    pub fn list_of(&mut self, items: &[Bound<'py, PyAny>]) -> PyResult<()> {
+        self.out.op(EMPTY_LIST);
+        if let [item] = items {
+            self.save(item, false)?;
+            self.out.op(APPEND);
+            return Ok(());
+        }
+        for batch in items.chunks(BATCHSIZE) {
+            self.out.op(MARK);
+            for item in batch {
+                self.save(item, false)?;
+            }
+            self.out.op(APPENDS);
+            self.out.boundary();
+        }
+        Ok(())
+    }
+
+    /// A dict built for the stream alone (no memo entry) from `items`, batched as `save_dict`.
+    /// `copied_keys`: the keys stand for copies (`"".join(k)`) that share no memo entry.
+    pub fn dict_of(
+        &mut self,
+        items: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
+        copied_keys: bool,
+        label: impl Fn(&str) -> String,
+    ) -> PyResult<()> {
+        self.out.op(EMPTY_DICT);
+        let single = items.len() == 1;
+        for batch in items.chunks(BATCHSIZE) {
+            if !single {
+                self.out.op(MARK);
+            }
+            for (k, v) in batch {
+                if copied_keys {
+                    code::save_joined(self, k)?;
+                } else {
+                    self.save(k, false)?;
+                }
+                if let Err(e) = self.save(v, false) {
+                    return Err(self.at(e, || label(&k.to_string())));
+                }
+            }
+            self.out.op(if single { SETITEM } else { SETITEMS });
+            self.out.boundary();
+        }
         Ok(())
     }
 
@@ -692,6 +784,11 @@ impl<'py> Pickler<'py> {
         obj: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyString>>,
     ) -> PyResult<Kind> {
+        if name.is_none() && globals::is_main_function(obj) {
+            // The common by-value case, decided without the table: a `client.submit` loop
+            // hands the scheduler a new copy of its function for every task.
+            return Ok(Kind::ByValue);
+        }
         if !self.registry_checked {
             globals::check_registry(self.py, self.lookup)?;
             self.registry_checked = true;
@@ -718,17 +815,16 @@ impl<'py> Pickler<'py> {
         }
     }
 
-    /// `module qualname STACK_GLOBAL MEMOIZE`. The names are written without memo entries
-    /// (unlike `pickle`): the global itself is memoized, so they appear once per stream, and only
-    /// a second global from the same module repeats its module name.
+    /// `module qualname STACK_GLOBAL MEMOIZE`, the names memoized as `save_global` does (a
+    /// second global from the same module fetches its module name).
     pub fn write_stack_global(
         &mut self,
         obj: &Bound<'py, PyAny>,
         module: &Bound<'py, PyString>,
         qualname: &Bound<'py, PyString>,
     ) -> PyResult<()> {
-        self.save(module.as_any(), true)?;
-        self.save(qualname.as_any(), true)?;
+        self.save(module.as_any(), false)?;
+        self.save(qualname.as_any(), false)?;
         self.out.op(STACK_GLOBAL);
         self.memoize(obj);
         Ok(())

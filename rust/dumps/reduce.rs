@@ -72,7 +72,7 @@ enum Constructor {
 }
 
 /// `save_reduce` in `_pickle.c`, with its checks and messages.
-fn save_reduce<'py>(
+pub fn save_reduce<'py>(
     p: &mut Pickler<'py>,
     obj: &Bound<'py, PyAny>,
     rv: &Bound<'py, PyTuple>,

@@ -19,12 +19,10 @@
 //!   so error paths leak nothing.
 //!
 //! The hot opcodes (small ints, floats, strings, bytes, tuples, list/dict building, memo)
-//! talk to the C API directly; the rare, call-heavy ones live in [`ops`]. [`rebuilt`] keeps the
-//! by-value functions already rebuilt.
+//! talk to the C API directly; the rare, call-heavy ones live in [`ops`].
 
 mod input;
 mod ops;
-pub mod rebuilt;
 mod stack;
 
 use std::ffi::CString;

@@ -11,11 +11,11 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::input::owned_line;
 use super::stack::Owned;
-use super::{capi, rebuilt, Reader};
+use super::{capi, Reader};
 use crate::layouts::{dask, path};
 
 /// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
@@ -41,15 +41,6 @@ extern "C" {
 /// The native path builder, when this Python's `pathlib` layout was recognised.
 fn native_paths(py: Python<'_>) -> Option<&'static path::PathLayout> {
     path::get(py).ok().flatten()
-}
-
-/// The bytes object `args` holds, when it is a 1-tuple of exactly that.
-fn single_bytes_arg<'py>(args: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
-    let args = args.cast::<PyTuple>().ok()?;
-    if args.len() != 1 {
-        return None;
-    }
-    args.get_item(0).ok()?.cast_into_exact::<PyBytes>().ok()
 }
 
 /// The C-level type name of `obj`'s type (`Py_TYPE(obj)->tp_name`), as CPython's messages use.
@@ -589,14 +580,6 @@ impl<'py> Reader<'py> {
     pub(super) fn load_reduce(&mut self) -> PyResult<()> {
         let args = self.pop_bound()?;
         let callable = self.pop_bound()?;
-        // A by-value fragment, `pickle.loads(b"...")`: reuse what it rebuilt last time.
-        if rebuilt::is_pickle_loads(&callable) {
-            if let Some(fragment) = single_bytes_arg(&args) {
-                let obj = rebuilt::load(&callable, &fragment)?;
-                self.push_bound(obj);
-                return Ok(());
-            }
-        }
         // A POSIX path from its parsed parts, without parsing them again.
         if let Some(paths) = native_paths(self.py) {
             if paths.builds(&callable) {
