@@ -88,6 +88,7 @@ fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stats_py, m)?)?;
     m.add("PicklingError", py.get_type::<PicklingError>())?;
     m.add("UnpicklingError", py.get_type::<UnpicklingError>())?;
+    m.add("PicklingRecursionError", errors::recursion_error_type(py)?)?;
     m.add("HIGHEST_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
     m.add("DEFAULT_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
     Ok(())

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_PROTOCOL",
     "HIGHEST_PROTOCOL",
     "PicklingError",
+    "PicklingRecursionError",
     "UnpicklingError",
     "cache_clear",
     "cache_info",
@@ -27,11 +28,19 @@ DEFAULT_PROTOCOL: int
 """The protocol `dumps` writes when none is given: 5 (as cloudpickle and Dask use)."""
 
 class PicklingError(_StdPicklingError):
-    """An object could not be pickled.
+    """An object could not be pickled, where ``pickle`` raises ``pickle.PicklingError`` too
+    (``Can't pickle local object ...``, a malformed ``__reduce__`` result, ...).
 
-    The message names the unpicklable object's type and where it sits inside the object that was
-    passed to `dumps`, e.g. ``Can't pickle socket at Task.args[0] -> dict['conn'] -> socket:
-    TypeError: cannot pickle 'socket' object``. The original exception is ``__cause__``.
+    Every exception ``dumps`` raises (this one, or the ``TypeError``, ``ValueError``, ...
+    that the object's own code raised, which keeps its type) carries a note saying where the
+    object sits, e.g. ``when pickling Task.args[0] -> dict['conn'] -> socket``.
+    """
+
+class PicklingRecursionError(PicklingError, RecursionError):
+    """Pickling needed deeper nesting than ``sys.getrecursionlimit()`` or the thread's native
+    stack allows. Both a ``RecursionError`` (what ``pickle`` raises) and a
+    ``pickle.PicklingError`` (what cloudpickle raises); the original error, if one was met, is
+    ``__cause__``.
     """
 
 class UnpicklingError(_StdUnpicklingError):
@@ -61,9 +70,10 @@ def dumps(
     current globals, defaults, closure and attributes). The reader needs cloudpickle
     installed, as for any cloudpickle stream.
 
-    Raises ``PicklingError`` naming the type and position of an unpicklable object, and
-    ``RecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` or than the thread's
-    native stack allows.
+    Raises what ``pickle.dumps`` raises for an unpicklable object (the object's own
+    ``TypeError``, ``ValueError``, ... unchanged, or ``PicklingError``), with a note naming where
+    it sits; ``PicklingRecursionError`` for nesting deeper than ``sys.getrecursionlimit()`` or
+    than the thread's native stack allows.
     """
 
 def loads(

@@ -38,7 +38,7 @@ use super::lookup::Lookup;
 use super::reduce;
 use super::{describe, Pickler};
 use crate::errors::pickling_error;
-use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE, TUPLE2};
+use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE2};
 
 /// What one `dumps` call remembers about the by-value functions it wrote.
 #[derive(Default)]
@@ -91,7 +91,7 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
 
     // `_make_function(code, base_globals, None, None, closure)`.
     p.save(p.lookup.cp.make_function.bind(py), false)?;
-    p.out.op(MARK);
+    p.out.tuple_open(5);
     p.save(&code, false)
         .map_err(|e| p.at(e, || format!("{}.__code__", name())))?;
     let base = base_globals(py, &mut p.by_value, &globals)?;
@@ -109,10 +109,12 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
         p.tuple_of(n, |p, _| {
             p.save(p.lookup.cp.make_empty_cell.bind(py), false)?;
             p.out.ops(&[EMPTY_TUPLE, REDUCE]);
+            p.memoize_fresh();
             Ok(())
         })?;
     }
-    p.out.ops(&[TUPLE, REDUCE]);
+    p.close_fresh_tuple(5);
+    p.out.op(REDUCE);
     // Memoized before the state: a function reached again through its own globals, defaults
     // or closure (recursion) is then a memo fetch.
     if p.memoize_reduced(func) {
@@ -146,6 +148,7 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
     let f_globals = current_globals(p.lookup, &code, &globals)?;
     let submodules = submodules(p.lookup, &code, &f_globals, &closure)?;
     p.out.op(EMPTY_DICT);
+    p.memoize_fresh();
     p.out.op(MARK);
     for (i, (key, value)) in slot.iter().enumerate() {
         p.save(key, false)?;
@@ -163,7 +166,9 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
     p.dict_of(&f_globals, false, |k| {
         format!("{}.__globals__['{k}']", name())
     })?;
-    p.out.ops(&[SETITEMS, TUPLE2]);
+    p.out.op(SETITEMS);
+    p.close_fresh_tuple(2);
+    // `(func, state)` goes straight to the state setter: `save_reduce` writes it unmemoized.
     p.out.ops(&[TUPLE2, REDUCE, POP]);
     Ok(())
 }

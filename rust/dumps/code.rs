@@ -28,7 +28,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use super::lookup::Lookup;
 use super::Pickler;
 use super::{by_value, globals, reduce};
-use crate::opcodes::{EMPTY_TUPLE, MARK, REDUCE, TUPLE, TUPLE1};
+use crate::opcodes::{EMPTY_TUPLE, REDUCE};
 
 extern "C" {
     // Part of the stable C API (`Include/cellobject.h`), not bound by `pyo3-ffi`.
@@ -63,7 +63,8 @@ pub fn save_cell<'py>(p: &mut Pickler<'py>, cell: &Bound<'py, PyAny>) -> PyResul
             p.save(p.lookup.cp.make_cell.bind(py), false)?;
             p.save(&contents, false)
                 .map_err(|e| p.at(e, || "cell_contents".to_owned()))?;
-            p.out.ops(&[TUPLE1, REDUCE]);
+            p.close_fresh_tuple(1);
+            p.out.op(REDUCE);
         }
         None => {
             p.save(p.lookup.cp.make_empty_cell.bind(py), false)?;
@@ -96,7 +97,8 @@ pub fn save_module<'py>(p: &mut Pickler<'py>, module: &Bound<'py, PyAny>) -> PyR
     }
     p.save(p.lookup.cp.subimport.bind(py), false)?;
     p.save(name.as_any(), false)?;
-    p.out.ops(&[TUPLE1, REDUCE]);
+    p.close_fresh_tuple(1);
+    p.out.op(REDUCE);
     p.memoize_reduced(module);
     Ok(true)
 }
@@ -112,7 +114,8 @@ fn save_code_type(p: &mut Pickler<'_>) -> PyResult<()> {
     }
     p.save(cp.builtin_type.bind(py), false)?;
     p.save(cp.str_code_type.bind(py).as_any(), false)?;
-    p.out.ops(&[TUPLE1, REDUCE]);
+    p.close_fresh_tuple(1);
+    p.out.op(REDUCE);
     p.memoize(&code_type);
     Ok(())
 }
@@ -132,8 +135,9 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
         return reduce::save_reduce(p, code, &rv);
     }
     save_code_type(p)?;
-    p.out.op(MARK);
-    for (name, treat) in code_fields(py, p.lookup) {
+    let fields = code_fields(py, p.lookup);
+    p.out.tuple_open(fields.len());
+    for (name, treat) in fields {
         let attr = name.bind(py);
         let result = match treat {
             Treat::Plain => p.save(&code.getattr(attr)?, false),
@@ -149,7 +153,8 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
         };
         result.map_err(|e| p.at(e, || format!("code.{attr}")))?;
     }
-    p.out.ops(&[TUPLE, REDUCE]);
+    p.close_fresh_tuple(fields.len());
+    p.out.op(REDUCE);
     p.memoize_reduced(code);
     Ok(())
 }

@@ -29,7 +29,7 @@ pub fn save_node<'py>(
             for (field, v) in node.fields.iter().zip(&values) {
                 save_field(p, name, field, v)?;
             }
-            p.out.tuple_close(values.len());
+            p.close_fresh_tuple(values.len());
             p.out.op(REDUCE);
             p.memoize_reduced(obj);
         }
@@ -37,16 +37,17 @@ pub fn save_node<'py>(
             p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
             // Memoized before the state, like every reduced object: the state may lead back.
             p.memoize(obj);
+            // The state `__reduce_ex__` returns, a tuple (`Task`) or a list (nested
+            // containers), built for the stream alone and written as `pickle` writes it.
             if as_list {
-                // `pickle` memoizes the state list it is handed; nothing else can refer to it.
-                p.out.ops(&[EMPTY_LIST, MARK]);
+                p.list_of_with(values.len(), |p, i| {
+                    save_field(p, name, &node.fields[i], &values[i])
+                })?;
             } else {
-                p.out.op(MARK);
+                p.tuple_of(values.len(), |p, i| {
+                    save_field(p, name, &node.fields[i], &values[i])
+                })?;
             }
-            for (field, v) in node.fields.iter().zip(&values) {
-                save_field(p, name, field, v)?;
-            }
-            p.out.op(if as_list { APPENDS } else { TUPLE });
             p.out.op(BUILD);
         }
     }

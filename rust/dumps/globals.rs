@@ -163,10 +163,11 @@ pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
         let snapshot = PyFrozenSet::new(py, current.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
         let old = {
             let mut cache = lock();
-            cache.registry = Some(snapshot.into_any().unbind());
-            std::mem::take(&mut cache.entries)
+            let registry = cache.registry.replace(snapshot.into_any().unbind());
+            (registry, std::mem::take(&mut cache.entries))
         };
-        // Dropped outside the lock: releasing a last reference may run arbitrary code.
+        // Dropped outside the lock: releasing a last reference may run arbitrary code (a
+        // `__del__` that calls `dumps` would otherwise wait on this lock forever).
         drop(old);
     }
     Ok(())
@@ -252,7 +253,7 @@ pub fn classify(
         } else {
             None
         };
-        cache.entries.insert(
+        let replaced = cache.entries.insert(
             obj.as_ptr() as usize,
             Entry {
                 target,
@@ -260,8 +261,9 @@ pub fn classify(
                 anchor,
             },
         );
-        evicted
+        (evicted, replaced)
     };
+    // Released outside the lock (see `check_registry`).
     drop(evicted);
     Ok(kind)
 }

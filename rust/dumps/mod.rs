@@ -29,14 +29,12 @@ mod partial;
 mod path;
 mod reduce;
 
-use pyo3::exceptions::{
-    PyException, PyMemoryError, PyRecursionError, PyRuntimeError, PyValueError,
-};
+use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
 
-use crate::errors::PicklingError;
+use crate::errors;
 use crate::layouts;
 use crate::layouts::dask::DaskLayout;
 use crate::layouts::partial::PartialLayout;
@@ -142,8 +140,6 @@ pub struct Pickler<'py> {
     pub counts: stats::CallCounts,
     /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
     pub by_value: by_value::State,
-    depth: u32,
-    max_depth: u32,
     registry_checked: bool,
     /// Where the failing object sits, innermost first; filled only while an error unwinds.
     err_path: Vec<String>,
@@ -160,8 +156,6 @@ impl<'py> Pickler<'py> {
         buf: Vec<u8>,
         memo: Memo,
     ) -> Self {
-        // SAFETY: reads an interpreter setting; we hold the GIL.
-        let limit = unsafe { ffi::Py_GetRecursionLimit() };
         Pickler {
             py,
             lookup,
@@ -172,8 +166,6 @@ impl<'py> Pickler<'py> {
             native,
             counts: stats::CallCounts::default(),
             by_value: by_value::State::default(),
-            depth: 0,
-            max_depth: u32::try_from(limit).unwrap_or(0),
             registry_checked: false,
             err_path: Vec::new(),
             err_leaf: None,
@@ -245,18 +237,21 @@ impl<'py> Pickler<'py> {
         true
     }
 
-    /// Everything that may recurse: counts depth and notes the failing object on error.
+    /// Everything that may recurse: counts nesting in the interpreter's own recursion counter,
+    /// as `save()` in `_pickle.c` does (so Python code called from deep inside gets only what
+    /// is left of the limit), keeps a native-stack red zone, and notes the failing object.
     #[inline(never)]
     fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        let low_stack = stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE);
-        if self.depth >= self.max_depth || low_stack {
-            return Err(PyRecursionError::new_err(
-                "maximum recursion depth exceeded while pickling an object",
-            ));
+        if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
+            return Err(errors::recursion_error(self.py, None));
         }
-        self.depth += 1;
+        // SAFETY: we hold the GIL; every successful enter is matched by the leave below.
+        if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
+            return Err(PyErr::fetch(self.py));
+        }
         let result = self.dispatch(obj, unique);
-        self.depth -= 1;
+        // SAFETY: matches the enter above.
+        unsafe { ffi::Py_LeaveRecursiveCall() };
         if result.is_err() && self.err_leaf.is_none() {
             self.err_leaf = Some(describe(obj));
         }
@@ -292,15 +287,8 @@ impl<'py> Pickler<'py> {
             if ffi::PyFrozenSet_CheckExact(ptr) != 0 {
                 return self.save_frozenset(obj.cast_unchecked(), unique);
             }
-            if ffi::PyByteArray_CheckExact(ptr) != 0 && self.proto >= 5 {
-                let data = std::slice::from_raw_parts(
-                    ffi::PyByteArray_AsString(ptr) as *const u8,
-                    ffi::PyByteArray_Size(ptr) as usize,
-                );
-                self.out.bytearray(data);
-                // Mutable: memoized even when nothing else refers to it now, as `pickle` does.
-                self.memoize(obj);
-                return Ok(());
+            if ffi::PyByteArray_CheckExact(ptr) != 0 {
+                return self.save_bytearray(obj);
             }
             if ffi::PyType_Check(ptr) != 0 {
                 return self.save_type(obj.cast_unchecked());
@@ -355,12 +343,24 @@ impl<'py> Pickler<'py> {
         Ok(false)
     }
 
+    /// `MEMOIZE`, as `pickle` writes after every object it memoizes; a `unique` object (see
+    /// the module docs) takes its index without a table entry, since it can't be met again.
     #[inline]
     pub fn memoize_unless(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        if !unique {
+        if unique {
+            self.memoize_fresh();
+        } else {
             self.memoize(obj);
         }
         Ok(())
+    }
+
+    /// `MEMOIZE` for an object built for the stream alone (a tuple `pickle` makes, a dict or
+    /// list cloudpickle makes): nothing can refer to it, so it gets an index and no entry.
+    #[inline]
+    pub fn memoize_fresh(&mut self) {
+        self.memo.skip();
+        self.out.op(MEMOIZE);
     }
 
     /// After the `REDUCE`/`NEWOBJ` that rebuilds `obj`: memoizes it, or, when writing its
@@ -409,6 +409,37 @@ impl<'py> Pickler<'py> {
             self.out.str_utf8(bytes);
         }
         self.memoize_unless(obj, unique)
+    }
+
+    /// `save_bytearray`: `BYTEARRAY8` from protocol 5; before, `bytearray(bytes(obj))` with
+    /// `REDUCE` (a fresh copy of the bytes, so nothing shares its memo entry), or
+    /// `bytearray()` when empty. Memoized whatever its reference count: it is mutable.
+    fn save_bytearray(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        if self.proto < 5 {
+            // The class first: saving it may run code, which could resize the bytearray.
+            let py = self.py;
+            self.save(py.get_type::<pyo3::types::PyByteArray>().as_any(), false)?;
+        }
+        // SAFETY: `obj` is an exact bytearray; its buffer is copied into the output right
+        // away, before any code can run.
+        let data = unsafe {
+            std::slice::from_raw_parts(
+                ffi::PyByteArray_AsString(obj.as_ptr()) as *const u8,
+                ffi::PyByteArray_Size(obj.as_ptr()) as usize,
+            )
+        };
+        if self.proto >= 5 {
+            self.out.bytearray(data);
+        } else if data.is_empty() {
+            self.out.ops(&[EMPTY_TUPLE, REDUCE]);
+        } else {
+            self.out.bytes(data);
+            self.memoize_fresh();
+            self.close_fresh_tuple(1);
+            self.out.op(REDUCE);
+        }
+        self.memoize(obj);
+        Ok(())
     }
 
     #[inline]
@@ -499,8 +530,8 @@ impl<'py> Pickler<'py> {
         self.memoize_unless(t.as_any(), unique)
     }
 
-    /// A list's items written as a fresh tuple (no memo entry: nothing can refer to it), as
-    /// `pickle` writes the `tuple(list)` a `__reduce__` builds.
+    /// A list's items written as a fresh tuple (memoized with no entry: nothing can refer to
+    /// it), as `pickle` writes the `tuple(list)` a `__reduce__` builds.
     pub fn save_list_as_tuple(
         &mut self,
         list: &Bound<'py, PyList>,
@@ -525,48 +556,60 @@ impl<'py> Pickler<'py> {
                 "list changed size during iteration",
             ));
         }
-        self.out.tuple_close(n);
+        self.close_fresh_tuple(n);
         Ok(())
     }
 
-    /// A tuple built for the stream alone (nothing can refer to it, so no memo entry), of `n`
-    /// items written by `item`: `EMPTY_TUPLE`, `TUPLE1..3` or `MARK ... TUPLE`.
+    /// A tuple built for the stream alone, of `n` items written by `item`: `EMPTY_TUPLE`,
+    /// `TUPLE1..3` or `MARK ... TUPLE`, then (when not empty) memoized as `save_tuple` does.
     pub fn tuple_of(
         &mut self,
         n: usize,
         mut item: impl FnMut(&mut Self, usize) -> PyResult<()>,
     ) -> PyResult<()> {
-        if n == 0 {
-            self.out.op(EMPTY_TUPLE);
-            return Ok(());
-        }
-        if n > 3 {
-            self.out.op(MARK);
-        }
+        self.out.tuple_open(n);
         for i in 0..n {
             item(self, i)?;
         }
-        self.out.op(match n {
-            1 => TUPLE1,
-            2 => TUPLE2,
-            3 => TUPLE3,
-            _ => TUPLE,
-        });
+        self.close_fresh_tuple(n);
         Ok(())
     }
 
-    /// A list built for the stream alone (no memo entry) from `items`, batched as `save_list`.
+    /// Closes a tuple built for the stream alone that was opened with `tuple_open(n)`.
+    #[inline]
+    pub fn close_fresh_tuple(&mut self, n: usize) {
+        self.out.tuple_close(n);
+        if n > 0 {
+            self.memoize_fresh();
+        }
+    }
+
+    /// A list built for the stream alone from `items`, written as `save_list` writes it.
     pub fn list_of(&mut self, items: &[Bound<'py, PyAny>]) -> PyResult<()> {
+        self.list_of_with(items.len(), |p, i| p.save(&items[i], false))
+    }
+
+    /// A list built for the stream alone of `n` items written by `item`: `EMPTY_LIST`,
+    /// memoized, then `APPEND` for one item or batches of `MARK ... APPENDS`.
+    pub fn list_of_with(
+        &mut self,
+        n: usize,
+        mut item: impl FnMut(&mut Self, usize) -> PyResult<()>,
+    ) -> PyResult<()> {
         self.out.op(EMPTY_LIST);
-        if let [item] = items {
-            self.save(item, false)?;
+        self.memoize_fresh();
+        if n == 1 {
+            item(self, 0)?;
             self.out.op(APPEND);
             return Ok(());
         }
-        for batch in items.chunks(BATCHSIZE) {
+        let mut i = 0;
+        while i < n {
             self.out.op(MARK);
-            for item in batch {
-                self.save(item, false)?;
+            let end = (i + BATCHSIZE).min(n);
+            while i < end {
+                item(self, i)?;
+                i += 1;
             }
             self.out.op(APPENDS);
             self.out.boundary();
@@ -574,7 +617,7 @@ impl<'py> Pickler<'py> {
         Ok(())
     }
 
-    /// A dict built for the stream alone (no memo entry) from `items`, batched as `save_dict`.
+    /// A dict built for the stream alone from `items`, written as `save_dict` writes it.
     /// `copied_keys`: the keys stand for copies (`"".join(k)`) that share no memo entry.
     pub fn dict_of(
         &mut self,
@@ -583,6 +626,7 @@ impl<'py> Pickler<'py> {
         label: impl Fn(&str) -> String,
     ) -> PyResult<()> {
         self.out.op(EMPTY_DICT);
+        self.memoize_fresh();
         let single = items.len() == 1;
         for batch in items.chunks(BATCHSIZE) {
             if !single {
@@ -757,9 +801,11 @@ impl<'py> Pickler<'py> {
             let singleton = singleton.into_bound(py);
             if cls.is(singleton.get_type()) {
                 let builtins_type = self.lookup.builtins_type.bind(py).clone();
+                // `save_reduce(type, (singleton,))`: the argument tuple is memoized too.
                 self.save(&builtins_type, false)?;
                 self.save(&singleton, false)?;
-                self.out.ops(&[TUPLE1, REDUCE]);
+                self.close_fresh_tuple(1);
+                self.out.op(REDUCE);
                 self.memoize(cls.as_any());
                 return Ok(());
             }
@@ -855,35 +901,30 @@ impl<'py> Pickler<'py> {
         e
     }
 
-    /// Turns an error that escaped the walk into a `PicklingError` naming the unpicklable
-    /// object's type and its place, e.g.
-    /// `Can't pickle socket at dict['conn'] -> socket: TypeError: cannot pickle 'socket' object`.
-    /// The original error stays attached as `__cause__`; `RecursionError`, `MemoryError` and
-    /// non-`Exception` errors (KeyboardInterrupt) pass through unchanged.
+    /// Lets an error that escaped the walk keep its type and message (the exception `pickle`
+    /// would raise), adding where it happened as a note, e.g.
+    /// `when pickling Task.args[0] -> dict['conn'] -> socket`. A `RecursionError` becomes a
+    /// `PicklingRecursionError` (see `errors.rs`), the original attached as `__cause__`.
+    /// Non-`Exception` errors (KeyboardInterrupt) pass through unchanged.
     #[cold]
     #[inline(never)]
     fn explain(&mut self, root: &Bound<'py, PyAny>, e: PyErr) -> PyErr {
         let py = self.py;
-        if !e.is_instance_of::<PyException>(py)
-            || e.is_instance_of::<PyRecursionError>(py)
-            || e.is_instance_of::<PyMemoryError>(py)
-        {
+        if !e.is_instance_of::<PyException>(py) {
             return e;
         }
-        let leaf = self.err_leaf.take().unwrap_or_else(|| describe(root));
-        let mut place = String::new();
-        if !self.err_path.is_empty() {
-            let mut segs: Vec<&str> = self.err_path.iter().rev().map(String::as_str).collect();
-            segs.push(&leaf);
-            place = format!(" at {}", segs.join(" -> "));
-        }
-        let cause = match e.get_type(py).name() {
-            Ok(name) => format!("{name}: {}", e.value(py)),
-            Err(_) => e.value(py).to_string(),
+        let recursion_type = errors::recursion_error_type(py).ok();
+        let e = match recursion_type {
+            Some(t) if e.is_instance_of::<PyRecursionError>(py) && !e.get_type(py).is(t) => {
+                errors::recursion_error(py, Some(e))
+            }
+            _ => e,
         };
-        let err = PicklingError::new_err(format!("Can't pickle {leaf}{place}: {cause}"));
-        err.set_cause(py, Some(e));
-        err
+        let leaf = self.err_leaf.take().unwrap_or_else(|| describe(root));
+        let mut segs: Vec<&str> = self.err_path.iter().rev().map(String::as_str).collect();
+        segs.push(&leaf);
+        errors::add_note(py, &e, &format!("when pickling {}", segs.join(" -> ")));
+        e
     }
 }
 

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use super::Pickler;
 use crate::layouts::partial::PartialLayout;
-use crate::opcodes::{BUILD, MARK, REDUCE, TUPLE, TUPLE1};
+use crate::opcodes::{BUILD, MARK, REDUCE};
 
 /// Writes `partial(func)` then its state with `BUILD`; `false` if a field could not be read.
 pub fn save_partial<'py>(
@@ -22,7 +22,8 @@ pub fn save_partial<'py>(
     p.save(layout.cls(py).as_any(), false)?;
     p.save(&f.func, false)
         .map_err(|e| p.at(e, || "partial.func".to_owned()))?;
-    p.out.ops(&[TUPLE1, REDUCE]);
+    p.close_fresh_tuple(1);
+    p.out.op(REDUCE);
     // Memoized before the state, like every reduced object: the state may lead back here.
     if p.memoize_reduced(obj) {
         return Ok(true);
@@ -40,6 +41,7 @@ pub fn save_partial<'py>(
             .map_err(|e| p.at(e, || "partial.__dict__".to_owned()))?,
         None => p.save(&py.None().into_bound(py), true)?,
     }
-    p.out.ops(&[TUPLE, BUILD]);
+    p.close_fresh_tuple(4);
+    p.out.op(BUILD);
     Ok(true)
 }

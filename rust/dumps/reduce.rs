@@ -268,7 +268,7 @@ fn save_newobj_args<'py>(
             return Err(p.at(e, || format!("{}.args[{}]", describe(owner), i - skip)));
         }
     }
-    p.out.tuple_close(n);
+    p.close_fresh_tuple(n);
     Ok(())
 }
 
