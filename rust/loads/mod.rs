@@ -28,7 +28,7 @@ mod stack;
 use std::ffi::CString;
 use std::fmt::Display;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyEOFError, PyOverflowError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyIterator;
@@ -108,10 +108,11 @@ impl<'py> Reader<'py> {
         loop {
             self.op_pos = self.input.pos();
             let Some(op) = self.input.byte() else {
-                return Err(unpickling_error(
-                    self.op_pos,
-                    "pickle data was truncated: no STOP at end of pickle data",
-                ));
+                // `load()` turns a failed opcode read into EOFError.
+                return Err(PyEOFError::new_err(format!(
+                    "Ran out of input (no STOP opcode before byte {})",
+                    self.op_pos
+                )));
             };
             self.op = op;
             match op {
@@ -229,12 +230,14 @@ impl<'py> Reader<'py> {
     #[inline(always)]
     fn load_counted_binbytes(&mut self, nbytes: usize) -> PyResult<()> {
         let n = self.read_size(nbytes)?;
+        self.check_read_into(n)?;
         self.push_bytes(n)
     }
 
     /// BYTEARRAY8: an 8-byte length, then the bytes of a new bytearray.
     fn load_bytearray8(&mut self) -> PyResult<()> {
         let n = self.read_size(8)?;
+        self.check_read_into(n)?;
         let p = self.take(n)?;
         // SAFETY: `p..p+n` is within the input (checked by `take`) and `n` fits in `isize`;
         // the new bytearray copies the bytes.
@@ -327,6 +330,12 @@ impl<'py> Reader<'py> {
     #[inline(always)]
     fn load_frame(&mut self) -> PyResult<()> {
         let n = u64::from_le_bytes(self.read_array()?);
+        if i64::try_from(n).is_err() {
+            return Err(PyOverflowError::new_err(format!(
+                "FRAME length exceeds system's maximum of {} bytes",
+                isize::MAX
+            )));
+        }
         if n > self.input.remaining() as u64 {
             return Err(self.truncated());
         }
@@ -336,7 +345,9 @@ impl<'py> Reader<'py> {
     fn load_proto(&mut self) -> PyResult<()> {
         let proto = self.read_u8()?;
         if proto > HIGHEST_PROTOCOL {
-            return Err(self.fail(format!("unsupported pickle protocol: {proto}")));
+            return Err(PyValueError::new_err(format!(
+                "unsupported pickle protocol: {proto}"
+            )));
         }
         self.proto = proto;
         Ok(())
@@ -444,6 +455,16 @@ impl<'py> Reader<'py> {
         }
     }
 
+    /// `_Unpickler_ReadInto`, which the C loaders of bytes and bytearrays use, calls even an
+    /// empty read at the very end of the input truncated data.
+    #[inline(always)]
+    fn check_read_into(&self, n: usize) -> PyResult<()> {
+        if n == 0 && self.input.remaining() == 0 {
+            return Err(self.truncated());
+        }
+        Ok(())
+    }
+
     /// A length prefix of `nbytes` (1, 4 or 8) little-endian bytes as a size (`calc_binsize`),
     /// rejecting what no buffer could hold (CPython's "exceeds system's maximum size"); the
     /// caller's read then checks the actual input.
@@ -456,7 +477,7 @@ impl<'py> Reader<'py> {
         };
         match usize::try_from(n) {
             Ok(n) if isize::try_from(n).is_ok() => Ok(n),
-            _ => Err(self.fail(format!(
+            _ => Err(PyOverflowError::new_err(format!(
                 "{} exceeds system's maximum size of {} bytes",
                 op_name(self.op),
                 isize::MAX

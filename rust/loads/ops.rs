@@ -71,6 +71,65 @@ fn parse_i64(s: &[u8], radix: u32) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
+/// C's `strtol(s, &end, 0)` (glibc) on `s`: the value, the index `end` points at, and whether
+/// it overflowed (`ERANGE`). Leading C whitespace and a sign are skipped; `0x` starts hex
+/// (only when a hex digit follows: otherwise just the `0` is read), another leading `0` octal;
+/// with no digits at all, `end` is 0.
+fn strtol_base0(s: &[u8]) -> (i64, usize, bool) {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut i = 0;
+    while i < s.len() && is_space(s[i]) {
+        i += 1;
+    }
+    let negative = match s.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let (radix, start) = match (s.get(i), s.get(i + 1), s.get(i + 2)) {
+        (Some(b'0'), Some(b'x' | b'X'), Some(h)) if h.is_ascii_hexdigit() => (16, i + 2),
+        (Some(b'0'), Some(b'x' | b'X'), _) => return (0, i + 1, false),
+        (Some(b'0'), _, _) => (8, i),
+        _ => (10, i),
+    };
+    let mut magnitude: u64 = 0;
+    let mut overflow = false;
+    let mut j = start;
+    while let Some(d) = s.get(j).and_then(|&b| char::from(b).to_digit(radix)) {
+        match magnitude
+            .checked_mul(u64::from(radix))
+            .and_then(|m| m.checked_add(u64::from(d)))
+        {
+            Some(m) => magnitude = m,
+            None => overflow = true,
+        }
+        j += 1;
+    }
+    if j == start {
+        return (0, 0, false);
+    }
+    let limit = if negative {
+        i64::MIN.unsigned_abs()
+    } else {
+        i64::MAX as u64
+    };
+    if overflow || magnitude > limit {
+        return (if negative { i64::MIN } else { i64::MAX }, j, true);
+    }
+    let value = if negative {
+        0i64.wrapping_sub_unsigned(magnitude)
+    } else {
+        magnitude as i64
+    };
+    (value, j, false)
+}
+
 /// `s` up to its first NUL, NUL-terminated: how the C unpickler hands a text argument to
 /// `PyLong_FromString` / `PyOS_string_to_double` (which stop at the NUL).
 fn c_text(mut s: Vec<u8>) -> Vec<u8> {
@@ -92,16 +151,6 @@ impl<'py> Reader<'py> {
         }
     }
 
-    /// An `UnpicklingError` for this opcode that keeps the Python error it replaces as
-    /// `__cause__` (used for unparsable text literals).
-    #[cold]
-    #[inline(never)]
-    fn fail_caused(&self, msg: &str, cause: PyErr) -> PyErr {
-        let err = self.fail(format!("{msg}: {}", cause.value(self.py)));
-        err.set_cause(self.py, Some(cause));
-        err
-    }
-
     /// Wrap a new reference from a C API call that may have failed.
     fn owned(&self, obj: *mut ffi::PyObject) -> PyResult<Bound<'py, PyAny>> {
         // SAFETY: `obj` is a new reference or NULL with an exception set.
@@ -121,51 +170,38 @@ impl<'py> Reader<'py> {
     }
 
     /// `Python int(text, 0)` through `PyLong_FromString`, as the C loaders parse text ints.
-    fn long_from_text(&self, text: Vec<u8>, base: i32, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// `PyLong_FromString(text, NULL, base)`, raising what it raises (a `ValueError`, or a
+    /// `UnicodeDecodeError` when its message can't show the text), as the C loaders do.
+    fn long_from_text(&self, text: Vec<u8>, base: i32) -> PyResult<Bound<'py, PyAny>> {
         let text = c_text(text);
         // SAFETY: `text` is NUL-terminated and outlives the call, which copies what it needs.
         let obj =
             unsafe { ffi::PyLong_FromString(text.as_ptr().cast(), std::ptr::null_mut(), base) };
-        self.owned(obj).map_err(|e| self.fail_caused(what, e))
+        self.owned(obj)
     }
 
-    /// INT (`load_int`): decimal, or `0x`/`0o`/`0b`/leading-zero octal as C's `strtol`
-    /// base 0 reads it; exactly two characters parsing to 0 or 1 ("00"/"01") are protocol 0's
-    /// `False`/`True`.
+    /// INT (`load_int`): C's `strtol(s, &end, 0)` over the line (its `\n` included); if that
+    /// overflowed or stopped before the end of the line, `PyLong_FromString(s, NULL, 0)`,
+    /// whose failure is `ValueError("could not convert string to int")`. A line of exactly two
+    /// characters reading 0 or 1 ("00", "01", " 1", ...) is protocol 0's `False`/`True`.
     pub(super) fn load_int(&mut self) -> PyResult<()> {
-        let line = self.text_arg()?;
-        // C stops reading at a NUL; an argument that is empty up to it reads as 0.
-        let text = line.split(|&b| b == 0).next().unwrap_or_default();
-        // `strtol` (and the check after it) accept C whitespace around the number, which
-        // includes \v, unlike `trim_ascii`.
-        let is_space = |b: &u8| b" \t\n\x0b\x0c\r".contains(b);
-        let start = text.iter().position(|b| !is_space(b)).unwrap_or(text.len());
-        let end = text
-            .iter()
-            .rposition(|b| !is_space(b))
-            .map_or(start, |i| i + 1);
-        let number = text.get(start..end).unwrap_or_default();
-        let digits = number
-            .strip_prefix(b"-")
-            .or_else(|| number.strip_prefix(b"+"));
-        let digits = digits.unwrap_or(number);
-        let radix = if digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit() {
-            8
+        let mut line = self.text_arg()?;
+        line.push(b'\n');
+        // The C code works on a NUL-terminated copy: the line ends at its first NUL.
+        let text = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+        let (value, end, overflow) = strtol_base0(text);
+        let at = |i: usize| text.get(i).copied().unwrap_or(0);
+        let stopped_early =
+            (at(end) != b'\n' && at(end) != 0) || (at(end) == b'\n' && at(end + 1) != 0);
+        let obj = if overflow || stopped_early {
+            let text = text.to_vec();
+            self.long_from_text(text, 0)
+                .map_err(|_| PyValueError::new_err("could not convert string to int"))?
+        } else if line.len() == 3 && (value == 0 || value == 1) {
+            // SAFETY: `boolean` returns a borrowed static object; this takes a reference.
+            unsafe { Bound::from_borrowed_ptr(self.py, capi::boolean(self.py, value == 1)) }
         } else {
-            10
-        };
-        let value = if text.is_empty() {
-            Some(0)
-        } else {
-            parse_i64(number, radix)
-        };
-        let obj = match value {
-            Some(v @ (0 | 1)) if line.len() == 2 => {
-                // SAFETY: `boolean` returns a borrowed static object; this takes a reference.
-                unsafe { Bound::from_borrowed_ptr(self.py, capi::boolean(self.py, v == 1)) }
-            }
-            Some(v) => self.owned(capi::long(self.py, v))?,
-            None => self.long_from_text(line, 0, "could not convert string to int")?,
+            self.owned(capi::long(self.py, value))?
         };
         self.push_bound(obj);
         Ok(())
@@ -177,7 +213,7 @@ impl<'py> Reader<'py> {
         if line.last() == Some(&b'L') {
             line.pop();
         }
-        let obj = self.long_from_text(line, 0, "invalid LONG literal")?;
+        let obj = self.long_from_text(line, 0)?;
         self.push_bound(obj);
         Ok(())
     }
@@ -193,12 +229,12 @@ impl<'py> Reader<'py> {
         };
         if v == -1.0 {
             if let Some(err) = PyErr::take(self.py) {
-                return Err(self.fail_caused("could not convert string to float", err));
+                return Err(err);
             }
         }
         // SAFETY: `end` points into `text` (at worst at its terminating NUL).
         if end.is_null() || unsafe { *end } != 0 {
-            return Err(self.fail("could not convert string to float"));
+            return Err(PyValueError::new_err("could not convert string to float"));
         }
         let obj = self.owned(capi::float(self.py, v))?;
         self.push_bound(obj);
@@ -250,9 +286,8 @@ impl<'py> Reader<'py> {
         if let Some(v) = parse_i64(line.trim_ascii(), 10) {
             return Ok(v);
         }
-        self.long_from_text(line, 10, "invalid memo index")?
-            .extract::<i64>()
-            .map_err(|e| self.fail_caused("invalid memo index", e))
+        // `PyLong_AsSsize_t`'s OverflowError, like the parser's ValueError, is raised as is.
+        self.long_from_text(line, 10)?.extract::<i64>()
     }
 
     /// PUT (`load_put`).
@@ -261,7 +296,8 @@ impl<'py> Reader<'py> {
         let line = self.text_arg()?;
         let top = self.top()?;
         let idx = self.index_from_text(line)?;
-        let idx = usize::try_from(idx).map_err(|_| self.fail("negative PUT argument"))?;
+        let idx =
+            usize::try_from(idx).map_err(|_| PyValueError::new_err("negative PUT argument"))?;
         self.memo.put(idx, top);
         Ok(())
     }

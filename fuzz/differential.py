@@ -1,0 +1,86 @@
+"""Differential check of ``ferropickle.loads`` against ``pickle.loads`` on one input.
+
+Both must agree: the same result (compared by ``repr`` of a safe rebuild), or an exception of
+the same class. Inputs that could name a global (``GLOBAL``, ``STACK_GLOBAL``, ``INST``,
+``EXT1``-``EXT4``, persistent ids) are skipped before either side reads them: without globals a
+stream can only build plain data, so neither side runs anything but the unpickler (the
+"restricted find_class" of this harness is: nothing can be found).
+"""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+
+import ferropickle
+
+#: Opcodes that reach outside the stream: a global by name, or a persistent id.
+_OUTSIDE = {"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID"}
+
+#: C pickle grows its memo list to the largest index a PUT names, zero-filled: an index past
+#: this would make the reference side allocate gigabytes (ours keeps a sparse memo).
+_MAX_C_MEMO_INDEX = 1_000_000
+
+
+def scan(data: bytes) -> tuple[bool, bool]:
+    """(reaches outside the stream, hostile to C pickle's memory) for the opcodes the
+    unpickler could execute (it stops where `genops` stops)."""
+    outside = hostile = False
+    end = 0
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            end = pos
+            if op.name in _OUTSIDE:
+                outside = True
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > _MAX_C_MEMO_INDEX:
+                hostile = True
+    except Exception:
+        # genops gave up at `end`; the unpickler may read further (it accepts a few text
+        # arguments genops refuses), so judge the rest by its bytes, conservatively.
+        rest = data[end:]
+        outside = outside or any(b in rest for b in b"ci\x93\x82\x83\x84PQ")
+        hostile = hostile or any(b in rest for b in b"pqr")
+    return outside, hostile
+
+
+def outcome(loads, data: bytes) -> tuple[str, str]:
+    try:
+        value = loads(data)
+    except RecursionError:
+        return ("exception", "RecursionError")
+    except Exception as e:  # the class is what is compared
+        ours = type(e) is ferropickle.UnpicklingError
+        return ("exception", "UnpicklingError" if ours else type(e).__name__)
+    try:
+        return ("value", repr(value))
+    except Exception:  # e.g. a recursive structure repr() can't show
+        return ("value", type(value).__name__)
+
+
+def check(data: bytes) -> None:
+    """Raises AssertionError when the two unpicklers disagree on `data`."""
+    outside, hostile = scan(data)
+    if outside:
+        return
+    if hostile:
+        # Only ours: whatever it gives, it must give it without crashing or blowing up.
+        outcome(ferropickle.loads, data)
+        return
+    try:
+        pickle.loads(data)
+    except OverflowError as e:
+        if "too large" in str(e):
+            # C pickle allocated a claimed size before reading it, and the allocator refused.
+            return
+    except Exception:  # compared below
+        pass
+    theirs = outcome(pickle.loads, data)
+    if theirs == ("exception", "MemoryError"):
+        # C pickle allocates what a length or memo index claims before reading it; we check
+        # it against the input first (bounded memory), so report truncation, or for a sparse
+        # memo index, just use it. The deliberate difference (see the README), as is the
+        # allocator's OverflowError above.
+        return
+    ours = outcome(ferropickle.loads, data)
+    if theirs != ours:
+        raise AssertionError(f"{data!r}: pickle {theirs}, ferropickle {ours}")

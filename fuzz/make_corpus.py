@@ -1,0 +1,64 @@
+"""Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import pickle
+
+SEEDS = [
+    0,
+    1,
+    -1,
+    255,
+    65535,
+    2**31,
+    -(2**31) - 1,
+    2**63,
+    2**100,
+    -(2**200),
+    0.5,
+    float("inf"),
+    -0.0,
+    "",
+    "a",
+    "ab\u20ac",
+    "\udc80",
+    "x" * 300,
+    b"",
+    b"xy",
+    b"z" * 300,
+    bytearray(b"ba"),
+    (),
+    (1,),
+    (1, 2),
+    (1, 2, 3),
+    (1, 2, 3, 4),
+    [],
+    [1],
+    [1, [2, [3]]],
+    {},
+    {"a": 1, "b": [2]},
+    set(),
+    {1, 2},
+    frozenset(),
+    frozenset({"f"}),
+    None,
+    True,
+    False,
+    [("s",)] * 3,
+]
+
+
+def main() -> None:
+    out = pathlib.Path(__file__).parent / "corpus"
+    out.mkdir(exist_ok=True)
+    shared: list = [1, "two"]
+    for obj in [*SEEDS, [shared, shared], {"k": shared, "j": shared}]:
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            data = pickle.dumps(obj, protocol)
+            (out / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()
