@@ -52,6 +52,8 @@ pub struct CloudpickleFns {
     /// `_class_reduce(cls)`: the reduction of a class pickled by value.
     pub class_reduce: Py<PyAny>,
     pub code_type: Py<PyType>,
+    /// `types.MethodType`: bound methods, which `reduce.rs` writes by name where it can.
+    pub method_type: Py<PyType>,
     pub cell_type: Py<PyType>,
     /// The `"CodeType"` that `_builtin_type` is called with to get `types.CodeType` back.
     pub str_code_type: Py<PyString>,
@@ -90,6 +92,7 @@ impl CloudpickleFns {
             find_imported_submodules: get("_find_imported_submodules")?,
             class_reduce: get("_class_reduce")?,
             code_type: code_type.unbind(),
+            method_type: types.getattr("MethodType")?.cast_into::<PyType>()?.unbind(),
             cell_type: types.getattr("CellType")?.cast_into::<PyType>()?.unbind(),
             str_code_type: PyString::intern(py, "CodeType").unbind(),
             str_dynamic_code: PyString::new(py, "<dynamic-code>").unbind(),

@@ -32,6 +32,7 @@ mod reduce;
 use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
 
 use crate::errors;
@@ -81,12 +82,15 @@ pub fn dumps<'py>(
     if proto < 4 {
         // Protocols 0-3 predate framing, STACK_GLOBAL and MEMOIZE; nobody sends them to Dask,
         // so they are written by cloudpickle rather than by a second native writer.
-        return lookup
-            .cloudpickle_dumps
-            .bind(py)
-            .call1((obj, proto))?
-            .cast_into()
-            .map_err(Into::into);
+        static LEGACY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let legacy = LEGACY.import(py, "ferropickle._legacy", "dumps")?;
+        return match legacy.call1((obj, proto)) {
+            Ok(data) => data.cast_into().map_err(Into::into),
+            Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
+                Err(errors::recursion_error(py, Some(e)))
+            }
+            Err(e) => Err(e),
+        };
     }
     let timer = stats::Timer::start();
     // `try_with`: a thread being torn down has no scratch left, and just allocates.
@@ -809,6 +813,14 @@ impl<'py> Pickler<'py> {
                 self.memoize(cls.as_any());
                 return Ok(());
             }
+        }
+        // SAFETY: reading the type of a live object and the address of a static type object.
+        let plain =
+            unsafe { ffi::Py_TYPE(cls.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyType_Type) };
+        // A class with a metaclass: a copyreg (or cloudpickle) reducer registered for the
+        // metaclass wins, as in `save()`, which consults the dispatch table first.
+        if !plain && reduce::reducer_for(self, &cls.get_type())?.is_some() {
+            return reduce::save_reduced(self, cls.as_any(), false);
         }
         self.save_global(cls.as_any(), None)
     }

@@ -23,7 +23,12 @@ pub fn save_reduced<'py>(
         return save_picklebuffer(p, obj, unique);
     }
     p.counts.reduced += 1;
-    let reduced = match reducer_for(p, &ty)? {
+    // A bound method its owner gives back by name goes as `getattr(owner, name)`, its own
+    // `__reduce__`, as `pickle` writes it; cloudpickle's `MethodType(func, self)` (which
+    // pickles the function by value) only for one that can't be found that way.
+    let by_name = ty.is(p.lookup.cp.method_type.bind(py)) && method_by_name(obj);
+    let reducer = if by_name { None } else { reducer_for(p, &ty)? };
+    let reduced = match reducer {
         Some(reducer) => reducer.call1((obj,))?,
         None => {
             // SAFETY: type check on a live object.
@@ -52,9 +57,22 @@ pub fn save_reduced<'py>(
     }
 }
 
+/// Whether `getattr(method.__self__, method.__func__.__name__) == method`.
+fn method_by_name(method: &Bound<'_, PyAny>) -> bool {
+    let py = method.py();
+    let found = || -> PyResult<bool> {
+        let owner = method.getattr(pyo3::intern!(py, "__self__"))?;
+        let name = method
+            .getattr(pyo3::intern!(py, "__func__"))?
+            .getattr(pyo3::intern!(py, "__name__"))?;
+        owner.getattr(name.cast_into::<PyString>()?)?.eq(method)
+    };
+    found().unwrap_or(false)
+}
+
 /// cloudpickle's reducer for this exact type if it has one, else copyreg's
 /// (`cloudpickle.Pickler.dispatch_table` is a `ChainMap` in that order).
-fn reducer_for<'py>(
+pub fn reducer_for<'py>(
     p: &Pickler<'py>,
     ty: &Bound<'py, PyType>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
