@@ -117,6 +117,12 @@ def implementations() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes
         impls["distributed"] = (dpickle.dumps, dpickle.loads)
     except ImportError:
         pass
+    else:
+        # What the scheduler runs with the plugin: ferropickle plus the wrapper's safety valve
+        # and per-task-prefix accounting, which must stay cheap enough to leave on.
+        import ferropickle.dask
+
+        impls["ferropickle.dask"] = (ferropickle.dask.dumps, ferropickle.dask.loads)
     return impls
 
 

@@ -428,8 +428,8 @@ def test_prometheus_collector_lives_while_installed():
     assert ferro_dask.install()
     dpickle.dumps([1, 2, 3])
     text = prometheus_client.generate_latest().decode()
-    assert "ferropickle_dumps_calls_total" in text
-    assert "ferropickle_dask_installed 1.0" in text
+    assert "dask_ferropickle_dumps_calls_total" in text
+    assert "dask_ferropickle_installed 1.0" in text
     ferro_dask.uninstall()
     assert "ferropickle_" not in prometheus_client.generate_latest().decode()
 
@@ -544,8 +544,21 @@ def test_scheduler_metrics_endpoint_exposes_the_counters(scheduler_only):
     port = scheduler_only.run_on_scheduler(http_port)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
         text = response.read().decode()
-    assert "ferropickle_dumps_calls_total" in text
-    assert "ferropickle_dask_installed 1.0" in text
+    assert "dask_ferropickle_dumps_calls_total" in text
+    assert "dask_ferropickle_installed 1.0" in text
+
+
+@pytest.mark.slow
+def test_check_family_names_the_workers_that_lack_it(scheduler_only):
+    """The scheduler preloads ferropickle.dask, the workers don't: asking must not make them
+    import it (the fixture checks that at the end) and the error names each worker."""
+    workers = sorted(scheduler_only.scheduler_info()["workers"])
+    with pytest.raises(ferro_dask.MissingFamilyError) as error:
+        ferro_dask.check_family(scheduler_only)
+    message = str(error.value)
+    # Exactly the workers: the scheduler preloaded ferropickle.dask, so it is not listed.
+    assert message.startswith(f"{', '.join(workers)} cannot read the 'ferropickle'"), message
+    assert "--preload ferropickle.dask" in message
 
 
 @pytest.mark.slow
@@ -563,6 +576,7 @@ def test_preload_everywhere_through_environment_variables():
         client = cluster.client()
         try:
             assert ferro_dask.stats(client)["installed"] is True
+            ferro_dask.check_family(client)  # everyone has it: no error
             workers = client.run(ferro_dask.local_stats)
             assert [s["installed"] for s in workers.values()] == [True, True]
 
