@@ -7,9 +7,7 @@ cloudpickle's sdist or wheel)::
     python conformance/cloudpickle_suite.py /path/to/cloudpickle-checkout [--mode both] \
         [--workdir DIR] [-- extra pytest args]
 
-Modes: ``stock``; ``swapped``; ``swapped-nocache`` (swapped, with ``ferropickle.configure(
-cache=False)``, which tells cache staleness apart from other differences); ``both`` (stock and
-swapped, the default); ``all`` (all three).
+Modes: ``stock``; ``swapped``; ``both`` (stock and swapped, the default).
 
 The checkout's ``tests/`` are copied into a temporary directory *without* the checkout's
 ``cloudpickle/`` package, so the test process and every child Python the tests start import the
@@ -37,8 +35,8 @@ from pathlib import Path
 
 import junit_compare
 
-SINGLE_MODES = ("stock", "swapped", "swapped-nocache")
-MODES = {"both": ("stock", "swapped"), "all": SINGLE_MODES}
+SINGLE_MODES = ("stock", "swapped")
+MODES = {"both": SINGLE_MODES}
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "cloudpickle_swap.py"
 SITECUSTOMIZE = """\
@@ -95,11 +93,8 @@ def run(mode: str, workdir: Path, python: str, pytest_args: list[str]) -> Path:
     env["PYTHONPATH"] = os.pathsep.join([str(workdir), str(workdir / "tests")])
     env.pop("PYTHONSTARTUP", None)
     env.pop("FERROPICKLE_CONFORMANCE_SWAP", None)
-    env.pop("FERROPICKLE_CONFORMANCE_CACHE", None)
-    if mode.startswith("swapped"):
+    if mode == "swapped":
         env["FERROPICKLE_CONFORMANCE_SWAP"] = "1"
-    if mode == "swapped-nocache":
-        env["FERROPICKLE_CONFORMANCE_CACHE"] = "0"
     junit = workdir / f"{mode}.xml"
     cmd = [
         python,

@@ -16,9 +16,6 @@ Nothing happens unless ``FERROPICKLE_CONFORMANCE_SWAP=1``. Then a one-shot impor
    itself, so call-signature differences show up; ``dump`` becomes a wrapper writing
    ``ferropickle.dumps(...)`` to the file. ``Pickler``/``CloudPickler`` stay stock.
 
-With ``FERROPICKLE_CONFORMANCE_CACHE=0`` as well, ``ferropickle.configure(cache=False,
-loads_cache=False)`` is called first, to tell cache staleness apart from other differences.
-
 A process that never imports cloudpickle never imports ferropickle either, so children of the
 tests see the same ``sys.modules`` they would see stock.
 
@@ -38,7 +35,6 @@ from types import ModuleType
 from typing import Any
 
 ENV_VAR = "FERROPICKLE_CONFORMANCE_SWAP"
-CACHE_ENV_VAR = "FERROPICKLE_CONFORMANCE_CACHE"
 _TARGET = "cloudpickle"
 
 
@@ -62,8 +58,6 @@ def swap(cloudpickle: ModuleType) -> None:
     impl = sys.modules["cloudpickle.cloudpickle"]
     if cloudpickle.dumps is ferropickle.dumps:
         return
-    if os.environ.get(CACHE_ENV_VAR) == "0":
-        ferropickle.configure(cache=False, loads_cache=False)
     # Initialise ferropickle's lookup table while cloudpickle.dumps is still cloudpickle's own:
     # the table keeps that function as the fallback for by-value objects.
     ferropickle.dumps(0)
@@ -140,6 +134,5 @@ def pytest_report_header(config: Any) -> list[str]:
 
     state = "stock"
     if active():
-        cache = "off" if os.environ.get(CACHE_ENV_VAR) == "0" else "on"
-        state = f"ferropickle.dumps (swapped, ferropickle cache {cache})"
+        state = "ferropickle.dumps (swapped)"
     return [f"cloudpickle {cloudpickle.__version__} from {cloudpickle.__file__}; dumps: {state}"]

@@ -78,8 +78,31 @@ fn cache_clear(py: Python<'_>) {
     code::clear(py);
 }
 
+/// The module's state (the looked-up cloudpickle functions, the caches) is process-wide and
+/// made of the objects of the interpreter that created it; a subinterpreter using it would
+/// call into another interpreter's objects, which breaks once either is gone. So the module
+/// loads in the main interpreter only, and a subinterpreter gets a clear `ImportError`.
+fn main_interpreter_only() -> PyResult<()> {
+    // SAFETY: called with the GIL held during module initialisation; both calls return
+    // interpreter states that are valid for the call.
+    let (current, main) = unsafe {
+        (
+            pyo3::ffi::PyInterpreterState_Get(),
+            pyo3::ffi::PyInterpreterState_Main(),
+        )
+    };
+    if current == main {
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyImportError::new_err(
+        "ferropickle can't be imported in a subinterpreter: its state belongs to the main \
+         interpreter",
+    ))
+}
+
 #[pymodule(gil_used = true)]
 fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    main_interpreter_only()?;
     let py = m.py();
     m.add_function(wrap_pyfunction!(dumps_py, m)?)?;
     m.add_function(wrap_pyfunction!(loads_py, m)?)?;

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import pickle
+import subprocess
+import sys
 
 import pytest
 from helpers import roundtrip
@@ -81,3 +83,90 @@ def test_a_function_using_a_by_value_class_is_rebuilt():
     assert [ferropickle.loads(data)(), ferropickle.loads(data)()] == [1, 1]
     assert [pickle.loads(data)(), pickle.loads(data)()] == [1, 1]
     ferropickle.cache_clear()
+
+
+CRASH_PROBE = """
+import sys, threading, ferropickle
+deep = []
+for _ in range(985):
+    deep = [deep]
+class Evil:
+    def __reduce__(self):
+        repr(deep)  # deeply recursive Python code, called from deep inside dumps
+        return (int, ())
+outcomes = []
+def work():
+    for depth in range(0, 1000, 7):
+        obj = [Evil()]
+        for _ in range(depth):
+            obj = [obj]
+        try:
+            ferropickle.dumps(obj)
+            outcomes.append("ok")
+        except RecursionError:
+            outcomes.append("recursion")
+threading.stack_size(256 * 1024)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(len(outcomes))
+"""
+
+
+def test_python_code_called_deep_inside_dumps_in_a_small_thread_does_not_crash():
+    """Issue 8: our nesting was not counted by the interpreter, so `repr()` of a 985-deep list
+    in a `__reduce__` called near the red zone of a 256 KiB thread got the whole recursion
+    limit and overflowed the C stack (SIGSEGV); stock pickle raises RecursionError."""
+    out = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(range(0, 1000, 7)))]
+
+
+SUBINTERPRETER_PROBE = """
+import importlib, pickle
+interp = None
+for name in ("_interpreters", "_xxsubinterpreters"):
+    try:
+        interp = importlib.import_module(name)
+        break
+    except ImportError:
+        pass
+if interp is None:
+    print("no subinterpreters")
+    raise SystemExit(0)
+i = interp.create()
+code = (
+    "try:\\n    import ferropickle\\nexcept ImportError as e:\\n"
+    "    assert 'subinterpreter' in str(e), e\\nelse:\\n    raise AssertionError('imported')\\n"
+)
+(interp.exec if hasattr(interp, "exec") else interp.run_string)(i, code)
+interp.destroy(i)
+import ferropickle
+ns = {"__name__": "__main__"}
+exec("def f():\\n    return 41 + 1\\n", ns)
+print(pickle.loads(ferropickle.dumps(ns["f"]))())
+"""
+
+
+def test_a_subinterpreter_is_refused_and_the_main_interpreter_keeps_working():
+    """Issue 8: a subinterpreter could import the module first, its objects then served the
+    main interpreter, and once it was destroyed every by-value dumps failed."""
+    out = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "no subinterpreters":
+        pytest.skip("this Python has no subinterpreter module")
+    assert out.stdout.split() == ["42"]
+
+
+def test_a_bound_classmethod_of_an_importable_class_goes_by_reference():
+    """Issue 8: `Fraction.from_float` was pickled by value (1,387 bytes against pickle's 77)."""
+    import fractions
+
+    for protocol in (4, 5):
+        assert ferropickle.dumps(fractions.Fraction.from_float, protocol) == pickle.dumps(
+            fractions.Fraction.from_float, protocol
+        )
