@@ -59,12 +59,18 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 }
 
 /// Process-wide counters: calls, bytes and time of `dumps`/`loads`, and objects written
-/// natively, through `__reduce_ex__` and by value.
+/// natively, through `__reduce_ex__` and by value; and which native writers this Python's
+/// layouts allow (a layout not recognised sends its objects through `__reduce_ex__`).
 #[pyfunction(name = "stats")]
 #[pyo3(signature = (*, reset=false))]
 fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     stats::fill(&out)?;
+    let native = PyDict::new(py);
+    native.set_item("path", layouts::path::get(py)?.is_some())?;
+    native.set_item("partial", layouts::partial::get(py)?.is_some())?;
+    native.set_item("dask", layouts::dask::get(py).is_some())?;
+    out.set_item("native_writers", native)?;
     if reset {
         stats::reset();
     }

@@ -580,10 +580,10 @@ impl<'py> Reader<'py> {
     pub(super) fn load_reduce(&mut self) -> PyResult<()> {
         let args = self.pop_bound()?;
         let callable = self.pop_bound()?;
-        // A POSIX path from its parsed parts, without parsing them again.
+        // A path built from its args without calling the class (see `layouts::path`).
         if let Some(paths) = native_paths(self.py) {
             if paths.builds(&callable) {
-                if let Some(obj) = paths.construct_posix(&callable, &args)? {
+                if let Some(obj) = paths.construct(&callable, &args)? {
                     self.push_bound(obj);
                     return Ok(());
                 }
