@@ -432,8 +432,10 @@ impl<'py> Reader<'py> {
             // `get_dotted_path` + `get_deep_attribute`.
             let dotted = name.cast::<PyString>()?.to_str()?;
             if dotted.split('.').any(|part| part == "<locals>") {
+                // CPython 3.13 reworded this message ("pickle" became "get").
+                let verb = if cfg!(Py_3_13) { "get" } else { "pickle" };
                 return Err(PyAttributeError::new_err(format!(
-                    "Can't pickle local attribute {} on {}",
+                    "Can't {verb} local attribute {} on {}",
                     name.repr()?,
                     module.repr()?
                 )));
