@@ -124,6 +124,17 @@ def test_fresh_path_stream_is_what_pickle_writes(cls, args):
     assert str(path) == str(cls(*args))  # pickling left the path as it was
 
 
+@pytest.mark.parametrize("cls", [PurePosixPath, pathlib.PosixPath, PureWindowsPath])
+def test_path_without_its_fields_fails_as_pickle_does(cls):
+    blank = object.__new__(cls)  # never initialised: nothing to pickle
+    with pytest.raises(Exception) as stock:
+        pickle.dumps(blank, 5)
+    with pytest.raises(Exception) as ours:
+        ferropickle.dumps(blank)
+    assert type(ours.value.__cause__ or ours.value) is type(stock.value)
+    assert str(stock.value) in str(ours.value)
+
+
 def test_concrete_path_classes_take_the_fast_path():
     for path in [PurePosixPath("/a"), pathlib.PosixPath("/a"), PureWindowsPath("C:\\a")]:
         assert reduced_objects(path) == 0, type(path)

@@ -289,10 +289,12 @@ impl PathLayout {
                 let read = || Some((drv.get(path)?, root.get(path)?, list(tail)?));
                 let parsed = match read() {
                     Some(parsed) => Some(parsed),
-                    None => {
-                        path.call_method0(pyo3::intern!(path.py(), "_load_parts"))?;
-                        read()
-                    }
+                    // A path that can't be parsed (no `_raw_paths`) goes the generic way,
+                    // which raises what `pickle` raises for it.
+                    None => match path.call_method0(pyo3::intern!(path.py(), "_load_parts")) {
+                        Ok(_) => read(),
+                        Err(_) => None,
+                    },
                 };
                 match parsed {
                     None => None,
