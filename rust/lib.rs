@@ -96,5 +96,7 @@ fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnpicklingError", py.get_type::<UnpicklingError>())?;
     m.add("HIGHEST_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
     m.add("DEFAULT_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
+    // The package's one version: Cargo.toml's, which maturin also writes into the metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -27,8 +27,21 @@ def _bench_workloads() -> ModuleType | None:
     return module
 
 
+def _version() -> str:
+    """``ferropickle X.Y.Z (CPython 3.N.M)``: the build and the interpreter it runs on."""
+    import platform
+
+    import ferropickle
+
+    return (
+        f"ferropickle {ferropickle.__version__} "
+        f"({platform.python_implementation()} {platform.python_version()})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ferropickle")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser(
         "bench",

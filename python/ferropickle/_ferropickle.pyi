@@ -13,12 +13,16 @@ __all__ = [
     "HIGHEST_PROTOCOL",
     "PicklingError",
     "UnpicklingError",
+    "__version__",
     "cache_clear",
     "cache_info",
     "dumps",
     "loads",
     "stats",
 ]
+
+__version__: str
+"""This build's version (the crate's, from ``Cargo.toml``; the package metadata has the same)."""
 
 HIGHEST_PROTOCOL: int
 """The highest protocol written and read: 5."""
