@@ -1,10 +1,14 @@
-"""Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol."""
+"""Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol.
+
+    python fuzz/make_corpus.py [DIR]      # DIR defaults to fuzz/corpus
+"""
 
 from __future__ import annotations
 
 import hashlib
 import pathlib
 import pickle
+import sys
 
 SEEDS = [
     0,
@@ -51,8 +55,8 @@ SEEDS = [
 
 
 def main() -> None:
-    out = pathlib.Path(__file__).parent / "corpus"
-    out.mkdir(exist_ok=True)
+    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent / "corpus"
+    out.mkdir(parents=True, exist_ok=True)
     shared: list = [1, "two"]
     for obj in [*SEEDS, [shared, shared], {"k": shared, "j": shared}]:
         for protocol in range(pickle.HIGHEST_PROTOCOL + 1):

@@ -59,12 +59,18 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 }
 
 /// Process-wide counters: calls, bytes and time of `dumps`/`loads`, and objects written
-/// natively, through `__reduce_ex__` and by value.
+/// natively, through `__reduce_ex__` and by value; and which native writers this Python's
+/// layouts allow (a layout not recognised sends its objects through `__reduce_ex__`).
 #[pyfunction(name = "stats")]
 #[pyo3(signature = (*, reset=false))]
 fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     stats::fill(&out)?;
+    let native = PyDict::new(py);
+    native.set_item("path", layouts::path::get(py)?.is_some())?;
+    native.set_item("partial", layouts::partial::get(py)?.is_some())?;
+    native.set_item("dask", layouts::dask::get(py).is_some())?;
+    out.set_item("native_writers", native)?;
     if reset {
         stats::reset();
     }
@@ -114,5 +120,7 @@ fn _ferropickle(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PicklingRecursionError", errors::recursion_error_type(py)?)?;
     m.add("HIGHEST_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
     m.add("DEFAULT_PROTOCOL", opcodes::HIGHEST_PROTOCOL)?;
+    // The package's one version: Cargo.toml's, which maturin also writes into the metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

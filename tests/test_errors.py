@@ -394,11 +394,25 @@ def test_deep_nesting_with_a_huge_recursion_limit():
     assert "RecursionError" in proc.stdout.decode()
 
 
-def test_deep_nesting_in_a_thread_with_a_small_stack():
+@pytest.mark.parametrize(
+    "dumps",
+    [
+        pytest.param(
+            "pickle.dumps",
+            marks=pytest.mark.skipif(
+                sys.version_info[:3] == (3, 13, 0),
+                reason="stock CPython 3.13.0's own pickle.dumps overflows a small thread stack "
+                "(a crash in CPython, not ours: nothing to compare with)",
+            ),
+        ),
+        "ferropickle.dumps",
+    ],
+)
+def test_deep_nesting_in_a_thread_with_a_small_stack(dumps):
     """With the default recursion limit, in a thread with a 256 KiB stack, stock `pickle` raises
     `RecursionError`; so must we (the depth limit alone doesn't protect a small native stack)."""
     code = textwrap.dedent(
-        """
+        f"""
         import pickle, threading
         import ferropickle
 
@@ -409,11 +423,10 @@ def test_deep_nesting_in_a_thread_with_a_small_stack():
         out = []
 
         def run():
-            for dumps in (pickle.dumps, ferropickle.dumps):
-                try:
-                    dumps(obj, 5)
-                except RecursionError:
-                    out.append("RecursionError")
+            try:
+                {dumps}(obj, 5)
+            except RecursionError:
+                out.append("RecursionError")
 
         t = threading.Thread(target=run)
         t.start()
@@ -425,7 +438,7 @@ def test_deep_nesting_in_a_thread_with_a_small_stack():
         [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
     )
     assert proc.returncode == 0, f"child died with {proc.returncode}"
-    assert proc.stdout.decode().split() == ["RecursionError", "RecursionError"]
+    assert proc.stdout.decode().split() == ["RecursionError"]
 
 
 def test_deep_nesting_small_stacks_and_a_huge_recursion_limit():

@@ -28,6 +28,18 @@ def _bench_workloads() -> ModuleType | None:
     return module
 
 
+def _version() -> str:
+    """``ferropickle X.Y.Z (CPython 3.N.M)``: the build and the interpreter it runs on."""
+    import platform
+
+    import ferropickle
+
+    return (
+        f"ferropickle {ferropickle.__version__} "
+        f"({platform.python_implementation()} {platform.python_version()})"
+    )
+
+
 #: What each command imports that ferropickle itself does not need, and the extra naming it.
 _DEMO_NEEDS = ("distributed", "numpy", "pandas", "tqdm")
 #: bench's rows that need more than ferropickle: (modules, the rows left out without them).
@@ -67,6 +79,7 @@ def _prog() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=_prog())
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser(
         "bench",

@@ -14,12 +14,16 @@ __all__ = [
     "PicklingError",
     "PicklingRecursionError",
     "UnpicklingError",
+    "__version__",
     "cache_clear",
     "cache_info",
     "dumps",
     "loads",
     "stats",
 ]
+
+__version__: str
+"""This build's version (the crate's, from ``Cargo.toml``; the package metadata has the same)."""
 
 HIGHEST_PROTOCOL: int
 """The highest protocol written and read: 5."""
@@ -106,12 +110,19 @@ def cache_info() -> dict[str, Any]:
 def cache_clear() -> None:
     """Forgets what ``cache_info()`` counts (only a speed-up: streams stay the same)."""
 
-def stats(*, reset: bool = False) -> dict[str, int]:
-    """Process-wide counters.
+def stats(*, reset: bool = False) -> dict[str, Any]:
+    """Process-wide counters, and which native writers are active.
 
     ``dumps_calls``, ``dumps_errors``, ``dumps_bytes``, ``dumps_ns`` (time inside ``dumps``),
     ``objects_native`` (written without calling Python code), ``objects_reduced`` (through
     ``__reduce_ex__`` or a reducer), ``objects_by_value`` (by-value functions and classes),
-    ``loads_calls``, ``loads_errors``, ``loads_bytes``, ``loads_ns``. ``reset=True`` zeroes
-    the counters after reading them.
+    ``loads_calls``, ``loads_errors``, ``loads_bytes``, ``loads_ns``: ints. ``reset=True``
+    zeroes them after reading them.
+
+    ``native_writers`` is ``{"path": bool, "partial": bool, "dask": bool}``: whether this
+    Python's layout of ``pathlib`` paths, ``functools.partial`` and dask's graph nodes was
+    recognised (checked once against each type's own ``__reduce_ex__``), so that they are
+    written from their fields. A layout not recognised (a newer CPython or dask) is ``False``,
+    and its objects go through ``__reduce_ex__``, with the same stream. ``dask`` stays
+    ``False`` until someone imports ``dask._task_spec``: ferropickle never imports dask.
     """

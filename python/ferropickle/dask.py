@@ -41,7 +41,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import import_module
 from pickle import PickleBuffer
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -680,10 +680,7 @@ def _package_modules_holding(
 
 
 def _version() -> str:
-    try:
-        return metadata.version("ferropickle")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return ferropickle.__version__
 
 
 def _show_our_logs_like_distributed() -> None:

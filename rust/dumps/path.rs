@@ -1,28 +1,48 @@
-//! `pathlib` paths without calling `__reduce__`: `cls(*parts)` from the `_parts` slot, the call
-//! `PurePath.__reduce__` describes on CPython 3.10 and 3.11 (see `layouts::path`).
+//! `pathlib` paths without calling `__reduce__`: `cls(*args)` with the args read from the
+//! path's slots, the call `PurePath.__reduce__` describes on this CPython (see `layouts::path`).
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use super::Pickler;
+use super::{list_item, Pickler};
 use crate::layouts::path::PathLayout;
 use crate::opcodes::REDUCE;
 
-/// Writes `cls(*parts)`; returns `false` (nothing written) if the path's parts are unset.
+/// Writes `cls(*args)`; returns `false` (nothing written) if the slots holding the args are
+/// unset.
 pub fn save_path<'py>(
     p: &mut Pickler<'py>,
     layout: &PathLayout,
     path: &Bound<'py, PyAny>,
     unique: bool,
 ) -> PyResult<bool> {
-    let Some(parts) = layout.parts(path) else {
+    let Some(args) = layout.reduce_args(path)? else {
         return Ok(false);
     };
     let cls = path.get_type();
+    let label = |i| format!("{}.{}[{i}]", cls_name(&cls), layout.args_name());
     p.save(cls.as_any(), false)?;
-    p.save_list_as_tuple(&parts, |i| format!("{}.parts[{i}]", cls_name(&cls)))?;
+    match &args.anchor {
+        None => p.save_list_as_tuple(&args.rest, label)?,
+        // 3.12's `(drive + root,) + tail`; the tail is the path's own parsed list of strings.
+        Some(anchor) => p.tuple_of(args.count(), |p, i| {
+            let saved = if i == 0 {
+                // A fresh `drive + root` only we hold: nothing else in the stream is it.
+                p.save(anchor, anchor.get_refcnt() == 1)
+            } else if i <= args.rest.len() {
+                let (item, unique) = list_item(p.py, &args.rest, i - 1);
+                p.save(&item, unique)
+            } else {
+                Err(PyRuntimeError::new_err(
+                    "list changed size during iteration",
+                ))
+            };
+            saved.map_err(|e| p.at(e, || label(i)))
+        })?,
+    }
     p.out.op(REDUCE);
-    // A path's parts are strings: it can't be part of a cycle, so a path nothing else refers
+    // A path's args are strings: it can't be part of a cycle, so a path nothing else refers
     // to needs no memo entry.
     p.memoize_unless(path, unique)?;
     Ok(true)

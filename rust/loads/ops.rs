@@ -468,8 +468,10 @@ impl<'py> Reader<'py> {
             // `get_dotted_path` + `get_deep_attribute`.
             let dotted = name.cast::<PyString>()?.to_str()?;
             if dotted.split('.').any(|part| part == "<locals>") {
+                // CPython 3.13 reworded this message ("pickle" became "get").
+                let verb = if cfg!(Py_3_13) { "get" } else { "pickle" };
                 return Err(PyAttributeError::new_err(format!(
-                    "Can't pickle local attribute {} on {}",
+                    "Can't {verb} local attribute {} on {}",
                     name.repr()?,
                     module.repr()?
                 )));
@@ -616,10 +618,10 @@ impl<'py> Reader<'py> {
     pub(super) fn load_reduce(&mut self) -> PyResult<()> {
         let args = self.pop_bound()?;
         let callable = self.pop_bound()?;
-        // A POSIX path from its parsed parts, without parsing them again.
+        // A path built from its args without calling the class (see `layouts::path`).
         if let Some(paths) = native_paths(self.py) {
             if paths.builds(&callable) {
-                if let Some(obj) = paths.construct_posix(&callable, &args)? {
+                if let Some(obj) = paths.construct(&callable, &args)? {
                     self.push_bound(obj);
                     return Ok(());
                 }
