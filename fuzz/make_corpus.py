@@ -1,6 +1,6 @@
 """Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol.
 
-    python fuzz/make_corpus.py [DIR]      # DIR defaults to fuzz/corpus
+python fuzz/make_corpus.py [DIR]      # DIR defaults to fuzz/corpus
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ SEEDS = [
 
 
 def main() -> None:
-    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent / "corpus"
+    default = pathlib.Path(__file__).parent / "corpus"
+    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else default
     out.mkdir(parents=True, exist_ok=True)
     shared: list = [1, "two"]
     for obj in [*SEEDS, [shared, shared], {"k": shared, "j": shared}]:

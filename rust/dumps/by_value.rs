@@ -18,9 +18,10 @@
 //! written once, cycles close through the memo and `PickleBuffer`s go out of band.
 //!
 //! Nothing about a function is cached between calls: only what its immutable code object
-//! determines (see `code.rs`). The native reduction is checked once against the installed
-//! cloudpickle's own on a sample function; if they differ (another cloudpickle version), the
-//! reduction comes from a `cloudpickle.Pickler` kept for the call instead, with the same effect.
+//! determines (see `code.rs`). On first use the native writer is checked against the installed
+//! cloudpickle ([`native`]: sample functions pickled both ways, streams compared after
+//! `pickletools.optimize`); if they differ (another cloudpickle version), the reduction comes
+//! from a `cloudpickle.Pickler` kept for the call instead, with the same effect.
 //!
 //! By-value classes use cloudpickle's `_class_reduce` (a class is pickled far less often than a
 //! task's function), whose reduction is written by the same walker.
