@@ -1093,6 +1093,19 @@ class _Collector:
         )
         for key, value in ferropickle.stats().items():
             help_text = _COUNTER_HELP.get(key, f"ferropickle.stats()[{key!r}]")
+            if key == "native_writers":
+                writers = GaugeMetricFamily(
+                    f"{base}_native_writer",
+                    "Whether ferropickle's native writer for this type is active on this "
+                    "Python (1), or the type goes through __reduce_ex__ (0)",
+                    labels=["writer"],
+                )
+                for writer, active in value.items():
+                    writers.add_metric([writer], float(active))
+                yield writers
+                continue
+            if not isinstance(value, int):
+                continue
             if key.endswith("_ns"):
                 yield CounterMetricFamily(
                     f"{base}_{key[:-3]}_seconds", help_text, value=value / 1e9

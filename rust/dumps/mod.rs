@@ -47,11 +47,16 @@ use globals::Kind;
 use lookup::Lookup;
 use memo::Memo;
 
-/// Nesting stops with `RecursionError` when less native stack than this is left, whatever
-/// `sys.getrecursionlimit()` allows: a thread's stack may be small (Python lets threads run
-/// with 256 KiB), and code called from the deepest level (`__reduce_ex__`, cloudpickle) needs
-/// room too.
-const STACK_RED_ZONE: usize = 96 * 1024;
+/// The native stack every level of the walk starts with at least. A thread's stack may be
+/// small (Python lets threads run with 256 KiB), our frames are larger than `_pickle.c`'s, and
+/// Python code called from the deepest level (a `__reduce__` doing `repr()` of a deep list)
+/// needs room of its own: with less than this left, the walk goes on on a fresh stack segment
+/// (`stacker::maybe_grow`) of [`STACK_SEGMENT`] bytes. Nesting is bounded by the interpreter's
+/// recursion counter (`Py_EnterRecursiveCall`), so the segments are too.
+const STACK_RED_ZONE: usize = 1024 * 1024;
+/// A fresh stack segment: the size of a default thread's whole stack.
+#[cfg(not(Py_3_14))]
+const STACK_SEGMENT: usize = 8 * 1024 * 1024;
 
 pub fn dumps<'py>(
     py: Python<'py>,
@@ -246,6 +251,9 @@ impl<'py> Pickler<'py> {
     /// is left of the limit), keeps a native-stack red zone, and notes the failing object.
     #[inline(never)]
     fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        // CPython 3.14 checks the C stack by the stack pointer against the thread's own stack,
+        // which a segment of ours is not: there the walk stops at the red zone instead.
+        #[cfg(Py_3_14)]
         if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
             return Err(errors::recursion_error(self.py, None));
         }
@@ -253,6 +261,10 @@ impl<'py> Pickler<'py> {
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(self.py));
         }
+        #[cfg(not(Py_3_14))]
+        let result =
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.dispatch(obj, unique));
+        #[cfg(Py_3_14)]
         let result = self.dispatch(obj, unique);
         // SAFETY: matches the enter above.
         unsafe { ffi::Py_LeaveRecursiveCall() };

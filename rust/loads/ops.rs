@@ -765,7 +765,9 @@ impl<'py> Reader<'py> {
         }
         let registry = copyreg.getattr("_inverted_registry")?;
         let Some(pair) = registry.cast::<PyDict>()?.get_item(code)? else {
-            return Err(self.fail(format!("unregistered extension code {code}")));
+            return Err(PyValueError::new_err(format!(
+                "unregistered extension code {code}"
+            )));
         };
         let names = pair
             .cast::<PyTuple>()
