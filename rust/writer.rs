@@ -60,7 +60,9 @@ impl Writer {
     #[inline]
     pub fn boundary(&mut self) {
         if let Some(start) = self.frame_start {
-            if self.buf.len() - start >= FRAME_SIZE_TARGET {
+            // The frame's payload, its reserved header not counted, as `_Pickler_OpcodeBoundary`
+            // measures it.
+            if self.buf.len() - start - FRAME_HEADER_SIZE >= FRAME_SIZE_TARGET {
                 self.commit_frame();
                 self.start_frame();
             }

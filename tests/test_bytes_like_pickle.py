@@ -138,3 +138,21 @@ def test_a_global_by_reference_has_pickles_bytes():
     """distributed's `test_pickle_by_value_when_registered` compares exactly this."""
     for obj in (operator.add, pathlib.Path, functools.partial, datetime.datetime.fromisoformat):
         same_bytes(obj)
+
+
+class ListSubclass(list):
+    """Pickled through `__reduce_ex__`, whose list items come as an iterator (`batch_list`)."""
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 999, 1000, 1001, 2000, 2001, 20_000])
+def test_batches_and_frames_of_large_containers_have_pickles_bytes(n):
+    """Batches of 1,000 items (with `batch_dict_exact`'s empty trailing batch after a full
+    one, and an iterator's last single item as a lone APPEND/SETITEM) and 64 KiB frames that
+    start where `save()` starts a new object."""
+    words = [f"item-{i:06d}-of-a-long-enough-string" for i in range(n)]
+    same_bytes(words)
+    same_bytes(dict(zip(words, range(n), strict=True)))
+    same_bytes(set(words))
+    same_bytes(collections.OrderedDict(zip(words, range(n), strict=True)))
+    same_bytes(ListSubclass(words))
+    same_bytes([list(range(n)), bytes(n * 40)])

@@ -186,6 +186,8 @@ impl<'py> Pickler<'py> {
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
         self.counts.objects += 1;
+        // `save()` starts a new frame here once the open one is big enough.
+        self.out.boundary();
         let ptr = obj.as_ptr();
         // SAFETY: `ptr` is a live object (we hold `obj`); the checks only read its type.
         unsafe {
@@ -222,6 +224,18 @@ impl<'py> Pickler<'py> {
     fn save_scalar(&mut self, ptr: *mut ffi::PyObject) -> bool {
         // SAFETY: callers pass a live object borrowed from a container they hold; the checks
         // only read its type and value.
+        unsafe {
+            if !(ffi::PyLong_CheckExact(ptr) != 0
+                || ffi::PyFloat_CheckExact(ptr) != 0
+                || ptr == ffi::Py_None()
+                || ffi::PyBool_Check(ptr) != 0)
+            {
+                return false;
+            }
+        }
+        // Every object `save()`s: the frame check comes first, as there.
+        self.out.boundary();
+        // SAFETY: as above.
         unsafe {
             if ffi::PyLong_CheckExact(ptr) != 0 {
                 let mut overflow = 0;
@@ -628,7 +642,6 @@ impl<'py> Pickler<'py> {
                 i += 1;
             }
             self.out.op(APPENDS);
-            self.out.boundary();
         }
         Ok(())
     }
@@ -643,25 +656,39 @@ impl<'py> Pickler<'py> {
     ) -> PyResult<()> {
         self.out.op(EMPTY_DICT);
         self.memoize_fresh();
-        let single = items.len() == 1;
+        if let [(k, v)] = items {
+            self.dict_item(k, v, copied_keys, &label)?;
+            self.out.op(SETITEM);
+            return Ok(());
+        }
         for batch in items.chunks(BATCHSIZE) {
-            if !single {
-                self.out.op(MARK);
-            }
+            self.out.op(MARK);
             for (k, v) in batch {
-                if copied_keys {
-                    code::save_joined(self, k)?;
-                } else {
-                    self.save(k, false)?;
-                }
-                if let Err(e) = self.save(v, false) {
-                    return Err(self.at(e, || label(&k.to_string())));
-                }
+                self.dict_item(k, v, copied_keys, &label)?;
             }
-            self.out.op(if single { SETITEM } else { SETITEMS });
-            self.out.boundary();
+            self.out.op(SETITEMS);
+        }
+        // As in `save_dict`: a full last batch is followed by an empty one.
+        if !items.is_empty() && items.len() % BATCHSIZE == 0 {
+            self.out.ops(&[MARK, SETITEMS]);
         }
         Ok(())
+    }
+
+    fn dict_item(
+        &mut self,
+        k: &Bound<'py, PyAny>,
+        v: &Bound<'py, PyAny>,
+        copied_keys: bool,
+        label: &impl Fn(&str) -> String,
+    ) -> PyResult<()> {
+        if copied_keys {
+            code::save_joined(self, k)?;
+        } else {
+            self.save(k, false)?;
+        }
+        self.save(v, false)
+            .map_err(|e| self.at(e, || label(&k.to_string())))
     }
 
     /// `save_list` + `batch_list_exact`: `EMPTY_LIST`, then `APPEND` or batched `APPENDS`.
@@ -694,7 +721,6 @@ impl<'py> Pickler<'py> {
                 i += 1;
             }
             self.out.op(APPENDS);
-            self.out.boundary();
         }
         Ok(())
     }
@@ -750,11 +776,15 @@ impl<'py> Pickler<'py> {
             in_batch += 1;
             if in_batch == BATCHSIZE {
                 self.out.op(SETITEMS);
-                self.out.boundary();
                 in_batch = 0;
             }
         }
-        if in_batch > 0 {
+        // `batch_dict_exact` loops while a batch came out full: a size that is a multiple of
+        // the batch size ends with an empty `MARK SETITEMS`.
+        if in_batch > 0 || size % BATCHSIZE == 0 {
+            if in_batch == 0 {
+                self.out.op(MARK);
+            }
             self.out.op(SETITEMS);
         }
         Ok(())
@@ -765,6 +795,7 @@ impl<'py> Pickler<'py> {
         self.out.op(EMPTY_SET);
         self.memoize(set.as_any());
         let mut in_batch = 0;
+        let mut written = 0;
         // A plain iterator, so that a set changed while we write it raises `RuntimeError` as in
         // `pickle` (PyO3's set iterator treats that as a bug and panics).
         for item in set.as_any().try_iter()? {
@@ -777,13 +808,17 @@ impl<'py> Pickler<'py> {
             self.save(&item, item_unique)
                 .map_err(|e| self.at(e, || "set item".to_owned()))?;
             in_batch += 1;
+            written += 1;
             if in_batch == BATCHSIZE {
                 self.out.op(ADDITEMS);
-                self.out.boundary();
                 in_batch = 0;
             }
         }
-        if in_batch > 0 {
+        // As in `batch_dict_exact`: a full last batch is followed by an empty one.
+        if in_batch > 0 || (written > 0 && written % BATCHSIZE == 0) {
+            if in_batch == 0 {
+                self.out.op(MARK);
+            }
             self.out.op(ADDITEMS);
         }
         Ok(())

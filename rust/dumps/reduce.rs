@@ -290,79 +290,103 @@ fn save_newobj_args<'py>(
     Ok(())
 }
 
-/// `batch_list`: a reducer's list items, as `APPEND` or batches of `APPENDS`.
+/// `batch_list`: a reducer's list items, streamed from the iterator as `_pickle.c` does it:
+/// batches of `MARK ... APPENDS`, and a batch of one item as a lone `APPEND`.
 fn batch_list<'py>(
     p: &mut Pickler<'py>,
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
-    let mut batch: Vec<Bound<'py, PyAny>> = Vec::new();
-    let mut index = 0;
     let mut iter = items.try_iter()?;
+    let mut index = 0;
+    let mut save = |p: &mut Pickler<'py>, item: &Bound<'py, PyAny>| {
+        let at = index;
+        index += 1;
+        p.save(item, false)
+            .map_err(|e| p.at(e, || format!("{}[{at}]", describe(owner))))
+    };
     loop {
-        let next = iter.next().transpose()?;
-        let done = next.is_none();
-        if let Some(item) = next {
-            batch.push(item);
-        }
-        if batch.len() == BATCHSIZE || (done && !batch.is_empty()) {
-            let single = batch.len() == 1 && done && index == 0;
-            if !single {
-                p.out.op(MARK);
+        let Some(first) = iter.next().transpose()? else {
+            return Ok(());
+        };
+        // The second item is fetched before the first is written, as there.
+        let Some(mut item) = iter.next().transpose()? else {
+            save(p, &first)?;
+            p.out.op(APPEND);
+            return Ok(());
+        };
+        p.out.op(MARK);
+        save(p, &first)?;
+        let mut n = 1;
+        loop {
+            save(p, &item)?;
+            n += 1;
+            if n == BATCHSIZE {
+                break;
             }
-            for item in batch.drain(..) {
-                p.save(&item, false)
-                    .map_err(|e| p.at(e, || format!("{}[{index}]", describe(owner))))?;
-                index += 1;
+            match iter.next().transpose()? {
+                Some(next) => item = next,
+                None => break,
             }
-            p.out.op(if single { APPEND } else { APPENDS });
-            p.out.boundary();
         }
-        if done {
+        p.out.op(APPENDS);
+        if n < BATCHSIZE {
             return Ok(());
         }
     }
 }
 
-/// `batch_dict`: a reducer's `(key, value)` items, as `SETITEM` or batches of `SETITEMS`.
+/// A `(key, value)` from a reducer's dict items iterator.
+fn dict_pair<'py>(item: Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    match item.cast_into::<PyTuple>() {
+        Ok(t) if t.len() == 2 => Ok((t.get_item(0)?, t.get_item(1)?)),
+        _ => Err(pyo3::exceptions::PyTypeError::new_err(
+            "dict items iterator must return 2-tuples",
+        )),
+    }
+}
+
+/// `batch_dict`: a reducer's `(key, value)` items, streamed as `batch_list` streams a list's:
+/// batches of `MARK ... SETITEMS`, and a batch of one item as a lone `SETITEM`.
 fn batch_dict<'py>(
     p: &mut Pickler<'py>,
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
-    let mut batch: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
-    let mut first_batch = true;
     let mut iter = items.try_iter()?;
+    let save = |p: &mut Pickler<'py>, (k, v): &(Bound<'py, PyAny>, Bound<'py, PyAny>)| {
+        p.save(k, false)
+            .map_err(|e| p.at(e, || format!("{} key", describe(owner))))?;
+        p.save(v, false)
+            .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(k))))
+    };
     loop {
-        let next = iter.next().transpose()?;
-        let done = next.is_none();
-        if let Some(pair) = next {
-            let pair = match pair.cast_into::<PyTuple>() {
-                Ok(t) if t.len() == 2 => t,
-                _ => {
-                    return Err(pyo3::exceptions::PyTypeError::new_err(
-                        "dict items iterator must return 2-tuples",
-                    ))
-                }
-            };
-            batch.push((pair.get_item(0)?, pair.get_item(1)?));
-        }
-        if batch.len() == BATCHSIZE || (done && !batch.is_empty()) {
-            let single = batch.len() == 1 && done && first_batch;
-            if !single {
-                p.out.op(MARK);
+        let Some(first) = iter.next().transpose()? else {
+            return Ok(());
+        };
+        let first = dict_pair(first)?;
+        let Some(item) = iter.next().transpose()? else {
+            save(p, &first)?;
+            p.out.op(SETITEM);
+            return Ok(());
+        };
+        p.out.op(MARK);
+        save(p, &first)?;
+        let mut item = item;
+        let mut n = 1;
+        loop {
+            save(p, &dict_pair(item)?)?;
+            n += 1;
+            if n == BATCHSIZE {
+                break;
             }
-            for (k, v) in batch.drain(..) {
-                p.save(&k, false)
-                    .map_err(|e| p.at(e, || format!("{} key", describe(owner))))?;
-                p.save(&v, false)
-                    .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(&k))))?;
+            match iter.next().transpose()? {
+                Some(next) => item = next,
+                None => break,
             }
-            p.out.op(if single { SETITEM } else { SETITEMS });
-            p.out.boundary();
-            first_batch = false;
         }
-        if done {
+        p.out.op(SETITEMS);
+        if n < BATCHSIZE {
             return Ok(());
         }
     }
