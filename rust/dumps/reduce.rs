@@ -290,92 +290,70 @@ fn save_newobj_args<'py>(
     Ok(())
 }
 
-/// `batch_list`: a reducer's list items, streamed from the iterator as `_pickle.c` does it:
-/// batches of `MARK ... APPENDS`, and a batch of one item as a lone `APPEND`.
+/// `batch_list`: a reducer's list items, as `APPEND` or batches of `APPENDS`.
 fn batch_list<'py>(
     p: &mut Pickler<'py>,
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
-    let mut iter = items.try_iter()?;
     let mut index = 0;
-    let mut save = |p: &mut Pickler<'py>, item: &Bound<'py, PyAny>| {
+    let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
         let at = index;
         index += 1;
-        p.save(item, false)
+        p.save(&item, false)
             .map_err(|e| p.at(e, || format!("{}[{at}]", describe(owner))))
     };
-    loop {
-        let Some(first) = iter.next().transpose()? else {
-            return Ok(());
-        };
-        // The second item is fetched before the first is written, as there.
-        let Some(mut item) = iter.next().transpose()? else {
-            save(p, &first)?;
-            p.out.op(APPEND);
-            return Ok(());
-        };
-        p.out.op(MARK);
-        save(p, &first)?;
-        let mut n = 1;
-        loop {
-            save(p, &item)?;
-            n += 1;
-            if n == BATCHSIZE {
-                break;
-            }
-            match iter.next().transpose()? {
-                Some(next) => item = next,
-                None => break,
-            }
-        }
-        p.out.op(APPENDS);
-        if n < BATCHSIZE {
-            return Ok(());
-        }
-    }
+    stream_batches(p, items, save, APPEND, APPENDS)
 }
 
-/// A `(key, value)` from a reducer's dict items iterator.
-fn dict_pair<'py>(item: Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    match item.cast_into::<PyTuple>() {
-        Ok(t) if t.len() == 2 => Ok((t.get_item(0)?, t.get_item(1)?)),
-        _ => Err(pyo3::exceptions::PyTypeError::new_err(
-            "dict items iterator must return 2-tuples",
-        )),
-    }
-}
-
-/// `batch_dict`: a reducer's `(key, value)` items, streamed as `batch_list` streams a list's:
-/// batches of `MARK ... SETITEMS`, and a batch of one item as a lone `SETITEM`.
+/// `batch_dict`: a reducer's `(key, value)` items, as `SETITEM` or batches of `SETITEMS`.
 fn batch_dict<'py>(
     p: &mut Pickler<'py>,
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
-    let mut iter = items.try_iter()?;
-    let save = |p: &mut Pickler<'py>, (k, v): &(Bound<'py, PyAny>, Bound<'py, PyAny>)| {
-        p.save(k, false)
+    let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
+        let (k, v) = match item.cast_into::<PyTuple>() {
+            Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "dict items iterator must return 2-tuples",
+                ))
+            }
+        };
+        p.save(&k, false)
             .map_err(|e| p.at(e, || format!("{} key", describe(owner))))?;
-        p.save(v, false)
-            .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(k))))
+        p.save(&v, false)
+            .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(&k))))
     };
+    stream_batches(p, items, save, SETITEM, SETITEMS)
+}
+
+/// The items of `items` (an iterator), streamed as `batch_list`/`batch_dict` in `_pickle.c`
+/// stream them: the next item is fetched before the one in hand is written; batches of up to
+/// `BATCHSIZE` between `MARK` and `batch_op`, and a batch of one item as a lone `single_op`.
+fn stream_batches<'py>(
+    p: &mut Pickler<'py>,
+    items: &Bound<'py, PyAny>,
+    mut save: impl FnMut(&mut Pickler<'py>, Bound<'py, PyAny>) -> PyResult<()>,
+    single_op: u8,
+    batch_op: u8,
+) -> PyResult<()> {
+    let mut iter = items.try_iter()?;
     loop {
         let Some(first) = iter.next().transpose()? else {
             return Ok(());
         };
-        let first = dict_pair(first)?;
-        let Some(item) = iter.next().transpose()? else {
-            save(p, &first)?;
-            p.out.op(SETITEM);
+        let Some(mut item) = iter.next().transpose()? else {
+            save(p, first)?;
+            p.out.op(single_op);
             return Ok(());
         };
         p.out.op(MARK);
-        save(p, &first)?;
-        let mut item = item;
+        save(p, first)?;
         let mut n = 1;
         loop {
-            save(p, &dict_pair(item)?)?;
+            save(p, item)?;
             n += 1;
             if n == BATCHSIZE {
                 break;
@@ -385,7 +363,7 @@ fn batch_dict<'py>(
                 None => break,
             }
         }
-        p.out.op(SETITEMS);
+        p.out.op(batch_op);
         if n < BATCHSIZE {
             return Ok(());
         }
