@@ -146,8 +146,10 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
         pyo3::intern!(py, "__closure__").clone().into_any(),
         closure.clone(),
     ));
-    let f_globals = current_globals(p.lookup, &code, &globals)?;
-    let submodules = submodules(p.lookup, &code, &f_globals, &closure)?;
+    // What the code object determines, looked up once (a hash of the code) for both.
+    let info = code::info(p.lookup, &code)?;
+    let f_globals = current_globals(info.get(), &globals)?;
+    let submodules = submodules(p.lookup, info.get(), &code, &f_globals, &closure)?;
     p.out.op(EMPTY_DICT);
     p.memoize_fresh();
     p.out.op(MARK);
@@ -210,13 +212,11 @@ fn base_globals<'py>(
 /// `{k: func.__globals__[k] for k in _extract_code_globals(code) if k in func.__globals__}`,
 /// read now.
 fn current_globals<'py>(
-    lookup: &Lookup,
-    code: &Bound<'py, PyAny>,
+    info: &code::CodeInfo,
     globals: &Bound<'py, PyDict>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    let py = code.py();
-    let info = code::info(lookup, code)?;
-    let names = info.get().names.bind(py);
+    let py = globals.py();
+    let names = info.names.bind(py);
     let mut out = Vec::with_capacity(names.len());
     let exact = globals.is_exact_instance_of::<PyDict>();
     for name in names.iter() {
@@ -237,6 +237,7 @@ fn current_globals<'py>(
 /// `_find_imported_submodules(code, chain(f_globals.values(), closure_values))`.
 fn submodules<'py>(
     lookup: &Lookup,
+    info: &code::CodeInfo,
     code: &Bound<'py, PyAny>,
     f_globals: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
     closure: &Bound<'py, PyAny>,
@@ -250,7 +251,6 @@ fn submodules<'py>(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let mut info = None;
     for dep in f_globals.iter().map(|(_, v)| v).chain(&closure_values) {
         // SAFETY: type check on a live object.
         if unsafe { ffi::PyModule_Check(dep.as_ptr()) } == 0 {
@@ -263,13 +263,7 @@ fn submodules<'py>(
         }
         let name = dep.getattr(pyo3::intern!(py, "__name__"))?;
         let found = match name.cast_into::<PyString>() {
-            Ok(name) => {
-                let info = match &info {
-                    Some(i) => i,
-                    None => info.insert(code::info(lookup, code)?),
-                };
-                info.get().submodules_of(lookup, code, dep, &name)?
-            }
+            Ok(name) => info.submodules_of(lookup, code, dep, &name)?,
             // A module whose `__name__` is not a str: let cloudpickle's function decide.
             Err(_) => lookup
                 .cp
