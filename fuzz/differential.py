@@ -48,10 +48,16 @@ def scan(data: bytes) -> tuple[bool, bool]:
 
 
 def outcome(loads, data: bytes) -> tuple[str, str]:
+    """("value", a comparable description) or ("exception", its class name); an allocator's
+    refusal of a claimed size is ("exception", "allocation")."""
     try:
         value = loads(data)
     except RecursionError:
         return ("exception", "RecursionError")
+    except MemoryError:
+        return ("exception", "allocation")
+    except OverflowError as e:
+        return ("exception", "allocation" if "too large" in str(e) else "OverflowError")
     except Exception as e:  # the class is what is compared
         ours = type(e) is ferropickle.UnpicklingError
         return ("exception", "UnpicklingError" if ours else type(e).__name__)
@@ -73,20 +79,12 @@ def check(data: bytes) -> None:
         # Only ours: whatever it gives, it must give it without crashing or blowing up.
         outcome(ferropickle.loads, data)
         return
-    try:
-        pickle.loads(data)
-    except OverflowError as e:
-        if "too large" in str(e):
-            # C pickle allocated a claimed size before reading it, and the allocator refused.
-            return
-    except Exception:  # compared below
-        pass
     theirs = outcome(pickle.loads, data)
-    if theirs == ("exception", "MemoryError"):
-        # C pickle allocates what a length or memo index claims before reading it; we check
-        # it against the input first (bounded memory), so report truncation, or for a sparse
-        # memo index, just use it. The deliberate difference (see the README), as is the
-        # allocator's OverflowError above.
+    if theirs == ("exception", "allocation"):
+        # C pickle allocates what a length or memo index claims before reading it, and the
+        # allocator refused (MemoryError, or "... too large" OverflowError); we check the claim
+        # against the input first (bounded memory), so report truncation, or for a sparse memo
+        # index, just use it. The deliberate difference (see the README).
         return
     ours = outcome(ferropickle.loads, data)
     if theirs != ours:
