@@ -1,4 +1,4 @@
-"""Micro-benchmark workloads shared by ``python -m ferropickle bench`` and the ``benches/`` tests.
+"""Micro-benchmark workloads shared by ``python benches/run.py`` and the ``benches/`` tests.
 
 Every case is timed for each available implementation in the same process, one after the other,
 and reported as a ratio to ferropickle, so machine speed cancels out.
@@ -127,7 +127,7 @@ def implementations() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes
 
 
 def seed_cases(n: int = 1000) -> dict[str, list[Any]]:
-    """The scheduler's workload: ``n`` distinct seed tasks, each pickled once (issue 3)."""
+    """The scheduler's workload: ``n`` distinct seed tasks, each pickled once."""
     return {
         "seed Task (plain)": seed_tasks(n, 0),
         "seed Task (2,000-entry global)": seed_tasks(n, 2000),
@@ -196,7 +196,7 @@ def measure(budget_s: float = 0.5, seed_n: int = 1000) -> list[Timing]:
     Single objects are pickled over and over; the seed workloads pickle distinct tasks, each
     once, as the scheduler does. For those, one more row times stock ``pickle.loads`` reading
     ferropickle's bytes (what a worker without ferropickle does), against ``ferropickle.loads``
-    of the same bytes once it has seen the function.
+    of the same bytes (which, like ``pickle.loads``, rebuilds the function from every message).
     """
     results = []
     impls = implementations()
