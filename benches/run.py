@@ -1,6 +1,7 @@
 """The micro-benchmark table: ferropickle against pickle, cloudpickle and distributed, as ratios.
 
     python benches/run.py              # about 40 s; --budget S changes the seconds per measurement
+    python benches/run.py --runs 3     # three runs, each figure as the range across them
 
 Runs from a source checkout (the workloads are ``benches/workloads.py`` beside it) with
 ferropickle installed (``python -m pip install ".[test]"`` installs everything it times). Every
@@ -43,6 +44,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number greater than 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benches/run.py",
@@ -54,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="seconds per measurement (default 0.5)",
     )
+    parser.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=1,
+        help="measure this many times and give each figure as the range across runs (default 1)",
+    )
     args = parser.parse_args(argv)
     for modules, rows in OPTIONAL:
         missing = _missing(modules)
@@ -63,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
                 "python -m pip install '.[test]' installs everything it times.",
                 file=sys.stderr,
             )
+    command = " ".join([parser.prog, *(argv if argv is not None else sys.argv[1:])])
+    over = f", lowest-highest over {args.runs} runs" if args.runs > 1 else ""
     print(
-        "Time per object (best of 5 passes) and bytes; 'x ours' divides by ferropickle's.\n"
-        f"Reproduce: {parser.prog}"
+        f"Time per object (best of 5 passes){over}, and bytes; 'x ours' divides by "
+        f"ferropickle's in the same run.\nReproduce: {command}"
     )
-    print(workloads.table(workloads.measure(args.budget)))
+    print(workloads.table([workloads.measure(args.budget) for _ in range(args.runs)]))
     return 0
 
 
