@@ -253,20 +253,20 @@ def table(runs: list[list[Timing]]) -> str:
         for r in run:
             rows.setdefault((r.case, r.impl), []).append((r, ours[r.case]))
     lines = [
-        f"{'case':<31} {'impl':<19} {'dumps us':>15} {'x ours':>11} {'loads us':>15} "
-        f"{'x ours':>11} {'bytes':>7} {'x ours':>7}"
+        f"{'case':<31} {'impl':<19} {'dumps us':>17} {'x ours':>13} {'loads us':>17} "
+        f"{'x ours':>13} {'bytes':>7} {'x ours':>7}"
     ]
     for (case, impl), pairs in rows.items():
         if math.isnan(pairs[0][0].dumps_s):
-            dumps = f"{'-':>15} {'':>11}"
+            dumps = f"{'-':>17} {'':>13}"
         else:
             dumps = (
-                f"{_span([r.dumps_s * 1e6 for r, _ in pairs], '.2f'):>15} "
-                f"{_span([r.dumps_s / b.dumps_s for r, b in pairs], '.2f') + 'x':>11}"
+                f"{_span([r.dumps_s * 1e6 for r, _ in pairs], '.2f'):>17} "
+                f"{_span([r.dumps_s / b.dumps_s for r, b in pairs], '.2f') + 'x':>13}"
             )
         loads = (
-            f"{_span([r.loads_s * 1e6 for r, _ in pairs], '.2f'):>15} "
-            f"{_span([r.loads_s / b.loads_s for r, b in pairs], '.2f') + 'x':>11}"
+            f"{_span([r.loads_s * 1e6 for r, _ in pairs], '.2f'):>17} "
+            f"{_span([r.loads_s / b.loads_s for r, b in pairs], '.2f') + 'x':>13}"
         )
         r, b = pairs[0]
         lines.append(f"{case:<31} {impl:<19} {dumps} {loads} {r.size:>7} {r.size / b.size:>6.2f}x")
