@@ -1,4 +1,4 @@
-"""The real-cluster benchmark (issue 4): scheduler CPU per task, stock vs the plugin.
+"""The real-cluster benchmark: scheduler CPU per task, stock vs the plugin.
 
     pytest benches/test_cluster.py --benchmark-only -s
 
@@ -24,8 +24,7 @@ pytest.importorskip("tqdm")
 
 N_TASKS = int(os.environ.get("FERROPICKLE_CLUSTER_TASKS", "5000"))
 N_WORKERS = 2
-#: Issue 7's targets for scheduler CPU per task, ferropickle / stock (reported, not asserted).
-TARGETS = {"map": 0.5, "submit": 0.7}
+MODES = ("map", "submit")
 
 
 def test_scheduler_cpu_per_task(benchmark, capsys):
@@ -41,7 +40,7 @@ def test_scheduler_cpu_per_task(benchmark, capsys):
     benchmark.group = f"real cluster, {N_TASKS} tasks (wall of both runs)"
     benchmark.pedantic(stock_then_plugin, rounds=1, iterations=1)
     sizes = _demo.message_sizes(process)
-    for mode, target in TARGETS.items():
+    for mode in MODES:
         stock, ours = runs["stock"][mode], runs["ferropickle"][mode]
         ratio = ours.cpu_per_task_s / stock.cpu_per_task_s
         benchmark.extra_info.update(
@@ -55,9 +54,7 @@ def test_scheduler_cpu_per_task(benchmark, capsys):
         with capsys.disabled():
             print()
             print(_demo.table(stock, ours, sizes, N_WORKERS, mode))
-            print(
-                f"scheduler CPU per task, ferropickle / stock: {ratio:.2f}x (target <= {target}x)"
-            )
+            print(f"scheduler CPU per task, ferropickle / stock: {ratio:.2f}x")
         assert ours.scheduler_stats["installed"] is True
         assert not stock.scheduler_stats["installed"]
         assert ours.results == stock.results

@@ -1,4 +1,4 @@
-"""Core micro-benchmarks (issue 2): generic containers, Path, partial and a dask Task, dumps and
+"""Core micro-benchmarks: generic containers, Path, partial and a dask Task, dumps and
 loads, for ferropickle and each baseline in one run.
 
     pytest benches --benchmark-only

@@ -1,4 +1,4 @@
-"""The scheduler's hot path (issue 3): the seed workload, one ``Task(key, partial(process,
+"""The scheduler's hot path: the seed workload, one ``Task(key, partial(process,
 Path))`` per message with ``process`` defined in ``__main__``, as the scheduler pickles them.
 
     pytest benches/test_scheduler.py --benchmark-only
@@ -52,7 +52,7 @@ def test_dumps_seed_tasks(benchmark, tasks, impl):
 
 @pytest.mark.parametrize("impl", ["ferropickle", "pickle"])
 def test_loads_seed_tasks(benchmark, tasks, impl):
-    """Both read the same ferropickle bytes; ours has seen the function after the warmup."""
+    """Both read the same ferropickle bytes, each rebuilding every task's function."""
     variant, items = tasks
     dumps, _ = IMPLS["ferropickle"]
     blobs = [dumps(t) for t in items]

@@ -1,4 +1,4 @@
-"""Micro-benchmark workloads shared by ``python -m ferropickle bench`` and the ``benches/`` tests.
+"""Micro-benchmark workloads shared by ``python benches/run.py`` and the ``benches/`` tests.
 
 Every case is timed for each available implementation in the same process, one after the other,
 and reported as a ratio to ferropickle, so machine speed cancels out.
@@ -127,7 +127,7 @@ def implementations() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes
 
 
 def seed_cases(n: int = 1000) -> dict[str, list[Any]]:
-    """The scheduler's workload: ``n`` distinct seed tasks, each pickled once (issue 3)."""
+    """The scheduler's workload: ``n`` distinct seed tasks, each pickled once."""
     return {
         "seed Task (plain)": seed_tasks(n, 0),
         "seed Task (2,000-entry global)": seed_tasks(n, 2000),
@@ -196,7 +196,7 @@ def measure(budget_s: float = 0.5, seed_n: int = 1000) -> list[Timing]:
     Single objects are pickled over and over; the seed workloads pickle distinct tasks, each
     once, as the scheduler does. For those, one more row times stock ``pickle.loads`` reading
     ferropickle's bytes (what a worker without ferropickle does), against ``ferropickle.loads``
-    of the same bytes once it has seen the function.
+    of the same bytes (which, like ``pickle.loads``, rebuilds the function from every message).
     """
     results = []
     impls = implementations()
@@ -235,22 +235,39 @@ def measure(budget_s: float = 0.5, seed_n: int = 1000) -> list[Timing]:
     return results
 
 
-def table(results: list[Timing]) -> str:
-    """A plain-text table: times per object and each one's time as a multiple of ours."""
-    ours = {r.case: r for r in results if r.impl == "ferropickle"}
+def _span(values: list[float], fmt: str) -> str:
+    """``low-high`` of ``values`` in ``fmt``, or one number when both print the same."""
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low}-{high}"
+
+
+def table(runs: list[list[Timing]]) -> str:
+    """A plain-text table of one or more runs of :func:`measure`: times per object and each one's
+    time as a multiple of ours. Over several runs each figure is the range ``lowest-highest``
+    across them, a multiple taken within its own run (where the machine's speed cancels out);
+    sizes don't vary between runs."""
+    # (case, impl) -> [(timing, ferropickle's timing of that case in the same run)]
+    rows: dict[tuple[str, str], list[tuple[Timing, Timing]]] = {}
+    for run in runs:
+        ours = {r.case: r for r in run if r.impl == "ferropickle"}
+        for r in run:
+            rows.setdefault((r.case, r.impl), []).append((r, ours[r.case]))
     lines = [
-        f"{'case':<31} {'impl':<19} {'dumps':>10} {'x ours':>7} {'loads':>10} {'x ours':>7} "
-        f"{'bytes':>7} {'x ours':>7}"
+        f"{'case':<31} {'impl':<19} {'dumps us':>17} {'x ours':>13} {'loads us':>17} "
+        f"{'x ours':>13} {'bytes':>7} {'x ours':>7}"
     ]
-    for r in results:
-        base = ours[r.case]
-        if math.isnan(r.dumps_s):
-            dumps = f"{'-':>10} {'':>7}"
+    for (case, impl), pairs in rows.items():
+        if math.isnan(pairs[0][0].dumps_s):
+            dumps = f"{'-':>17} {'':>13}"
         else:
-            dumps = f"{r.dumps_s * 1e6:>8.2f}us {r.dumps_s / base.dumps_s:>6.2f}x"
-        lines.append(
-            f"{r.case:<31} {r.impl:<19} {dumps}"
-            f" {r.loads_s * 1e6:>8.2f}us {r.loads_s / base.loads_s:>6.2f}x"
-            f" {r.size:>7} {r.size / base.size:>6.2f}x"
+            dumps = (
+                f"{_span([r.dumps_s * 1e6 for r, _ in pairs], '.2f'):>17} "
+                f"{_span([r.dumps_s / b.dumps_s for r, b in pairs], '.2f') + 'x':>13}"
+            )
+        loads = (
+            f"{_span([r.loads_s * 1e6 for r, _ in pairs], '.2f'):>17} "
+            f"{_span([r.loads_s / b.loads_s for r, b in pairs], '.2f') + 'x':>13}"
         )
+        r, b = pairs[0]
+        lines.append(f"{case:<31} {impl:<19} {dumps} {loads} {r.size:>7} {r.size / b.size:>6.2f}x")
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def check(data: bytes) -> None:
         # C pickle allocates what a length or memo index claims before reading it, and the
         # allocator refused (MemoryError, or "... too large" OverflowError); we check the claim
         # against the input first (bounded memory), so report truncation, or for a sparse memo
-        # index, just use it. The deliberate difference (see the README).
+        # index, just use it. The deliberate difference (see docs/compatibility.md).
         return
     ours = outcome(ferropickle.loads, data)
     if theirs != ours:

@@ -5,7 +5,7 @@
 
 The seed corpus is made by ``python fuzz/make_corpus.py``. Every input the fuzzer ever found
 goes into ``fuzz/found/`` (``-artifact_prefix=fuzz/found/``), and
-``tests/test_fuzz_regressions.py`` replays each of them on every test run.
+``tests/loads/test_fuzz_regressions.py`` replays each of them on every test run.
 """
 
 from __future__ import annotations

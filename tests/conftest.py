@@ -1,7 +1,7 @@
 """Fixtures for every test: each native protocol in turn, and caches that start empty.
 
 The helpers the tests share (three-way round trips, `assert_same`, stream checks) are in
-``helpers.py``.
+``oracle.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers import NATIVE_PROTOCOLS
+from oracle import NATIVE_PROTOCOLS
 
 import ferropickle
 

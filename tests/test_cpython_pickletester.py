@@ -20,8 +20,8 @@ pickletester = pytest.importorskip("test.pickletester", reason="needs the stdlib
 
 import ferropickle  # noqa: E402
 
-#: Tests of our dumps that fail on purpose, with the reason (the README's compatibility section
-#: lists the same).
+#: Tests of our dumps that fail on purpose, with the reason (docs/compatibility.md lists the
+#: same).
 DELIBERATE = {
     "test_local_lookup_error": (
         "local functions (and a function whose name doesn't lead back to it) are pickled by "

@@ -13,6 +13,8 @@ import functools
 import pathlib
 import pickle
 import pickletools
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -258,3 +260,42 @@ def test_stats_reset_returns_the_counts_and_zeroes_them():
     assert after.keys() == {*COUNTERS, "native_writers"}
     # Resetting counters keeps what the caches know.
     assert ferropickle.cache_info()["code_objects"] == 1
+
+
+SUBINTERPRETER_PROBE = """
+import importlib, pickle
+interp = None
+for name in ("_interpreters", "_xxsubinterpreters"):
+    try:
+        interp = importlib.import_module(name)
+        break
+    except ImportError:
+        pass
+if interp is None:
+    print("no subinterpreters")
+    raise SystemExit(0)
+i = interp.create()
+code = (
+    "try:\\n    import ferropickle\\nexcept ImportError as e:\\n"
+    "    assert 'subinterpreter' in str(e), e\\nelse:\\n    raise AssertionError('imported')\\n"
+)
+(interp.exec if hasattr(interp, "exec") else interp.run_string)(i, code)
+interp.destroy(i)
+import ferropickle
+ns = {"__name__": "__main__"}
+exec("def f():\\n    return 41 + 1\\n", ns)
+print(pickle.loads(ferropickle.dumps(ns["f"]))())
+"""
+
+
+def test_a_subinterpreter_is_refused_and_the_main_interpreter_keeps_working():
+    """The module's state is process-wide, so it loads in the main interpreter only. A
+    subinterpreter could import the module first, its objects then served the main interpreter,
+    and once it was destroyed every by-value dumps failed."""
+    out = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "no subinterpreters":
+        pytest.skip("this Python has no subinterpreter module")
+    assert out.stdout.split() == ["42"]

@@ -441,6 +441,45 @@ def test_deep_nesting_in_a_thread_with_a_small_stack(dumps):
     assert proc.stdout.decode().split() == ["RecursionError"]
 
 
+CRASH_PROBE = """
+import sys, threading, ferropickle
+deep = []
+for _ in range(985):
+    deep = [deep]
+class Evil:
+    def __reduce__(self):
+        repr(deep)  # deeply recursive Python code, called from deep inside dumps
+        return (int, ())
+outcomes = []
+def work():
+    for depth in range(0, 1000, 7):
+        obj = [Evil()]
+        for _ in range(depth):
+            obj = [obj]
+        try:
+            ferropickle.dumps(obj)
+            outcomes.append("ok")
+        except RecursionError:
+            outcomes.append("recursion")
+threading.stack_size(256 * 1024)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(len(outcomes))
+"""
+
+
+def test_python_code_called_deep_inside_dumps_in_a_small_thread_does_not_crash():
+    """Our nesting was not counted by the interpreter, so `repr()` of a 985-deep list in a
+    `__reduce__` called near the red zone of a 256 KiB thread got the whole recursion limit and
+    overflowed the C stack (SIGSEGV); stock pickle raises RecursionError."""
+    out = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(range(0, 1000, 7)))]
+
+
 def test_deep_nesting_small_stacks_and_a_huge_recursion_limit():
     """Threads with small stacks, the recursion limit raised to 100,000, every kind of nesting:
     always `RecursionError`, never a crash."""

@@ -10,7 +10,7 @@ import sys
 
 import ferropickle
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def cargo_version() -> str:

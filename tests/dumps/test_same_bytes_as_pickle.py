@@ -1,4 +1,4 @@
-"""Byte-identical output (issue 8): for every object ``pickle`` can write by reference,
+"""Byte-identical output: for every object ``pickle`` can write by reference,
 ``ferropickle.dumps(x, p) == pickle.dumps(x, p)`` for protocols 4 and 5, fast paths included;
 for objects with by-value parts the stream is ``cloudpickle.dumps``'s, byte for byte (see
 ``test_by_value_state.py``). So the bytes are deterministic, and usable for caching and
@@ -18,7 +18,7 @@ import pickle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hypothesis import atoms, hashable, text_with_surrogates
+from test_nested_data_properties import atoms, hashable, text_with_surrogates
 
 import ferropickle
 

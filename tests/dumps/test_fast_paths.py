@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import check_stream, roundtrip
+from oracle import check_stream, roundtrip
 
 import ferropickle
 
@@ -496,6 +496,21 @@ def test_partial_of_a_bound_method_shares_its_instance(protocol):
         assert r[0]() == 21
 
 
+class _Call:
+    def __call__(self):
+        return 1
+
+
+def test_a_cycle_through_a_partials_function_keeps_one_partial():
+    """The native partial writer memoized the partial without checking whether writing its
+    function had already written it, so the partial came back as two objects."""
+    c = _Call()
+    p = functools.partial(c)
+    c.p = p
+    for r in roundtrip(p):
+        assert r.func.p is r
+
+
 def test_unpicklable_partial_argument_is_named():
     lock = threading.Lock()
     msg = pickling_error(functools.partial(add3, 1, lock))
@@ -756,6 +771,22 @@ def test_same_task_twice_is_one_object_and_shares_its_args(protocol):
     for r in roundtrip({"x": t1, "y": [t1, t2]}, protocol=protocol):
         assert r["x"] is r["y"][0]
         assert r["y"][0].args[0] is r["y"][1].args[0]
+
+
+def test_a_cycle_through_a_datanode_value_keeps_one_node():
+    """The native dask-node writer memoized the node without checking whether writing its
+    value, which leads back to the node, had already written it: the node came back as two."""
+    ts = pytest.importorskip("dask._task_spec")
+    value: list = []
+    node = ts.DataNode("k", value)
+    value.append(node)
+    # (Not `roundtrip`: its deep comparison would follow the cycle through DataNode.__eq__.)
+    for r in (
+        pickle.loads(ferropickle.dumps(node)),
+        ferropickle.loads(pickle.dumps(node)),
+        ferropickle.loads(ferropickle.dumps(node)),
+    ):
+        assert r.value[0] is r
 
 
 @needs_dask

@@ -10,7 +10,7 @@ import pickle
 import pickletools
 
 import pytest
-from helpers import assert_like_pickle, roundtrip
+from oracle import assert_like_pickle, roundtrip
 
 import ferropickle
 
@@ -244,6 +244,24 @@ def test_mutating_dict_during_pickling_raises():
     target = {"a": Sneaky()}
     with pytest.raises((RuntimeError, ferropickle.PicklingError)):
         ferropickle.dumps(target)
+
+
+def test_a_set_changed_while_pickled_raises_runtime_error_not_a_panic():
+    """A set that changes size while it is written raises pickle's `RuntimeError`. PyO3's set
+    iterator panicked instead (a `BaseException` that escapes `except Exception`)."""
+    box: set = set()
+
+    class Grow:
+        def __reduce__(self):
+            box.add(object())
+            return (int, ())
+
+    box.update({Grow(), 1, 2})
+    with pytest.raises(RuntimeError) as err:
+        ferropickle.dumps(box)
+    assert "changed size" in str(err.value)
+    with pytest.raises(RuntimeError):
+        pickle.dumps(box)
 
 
 def test_list_growing_during_pickling_is_safe():

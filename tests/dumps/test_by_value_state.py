@@ -2,7 +2,7 @@
 
 A function pickled by value (defined in ``__main__``, locally, or in a module registered with
 ``cloudpickle.register_pickle_by_value``) is written inline, with cloudpickle's reduction, in
-the one stream. So (issue 7):
+the one stream. So:
 
 * every ``dumps`` reads the function's globals, defaults, closure, names and attributes anew,
   whatever was pickled before: nothing is a snapshot;

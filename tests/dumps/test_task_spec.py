@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import roundtrip
+from oracle import roundtrip
 
 import ferropickle
 

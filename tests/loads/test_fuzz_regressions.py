@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-FUZZ = pathlib.Path(__file__).parent.parent / "fuzz"
+FUZZ = pathlib.Path(__file__).resolve().parents[2] / "fuzz"
 FOUND = sorted((FUZZ / "found").iterdir())
 
 

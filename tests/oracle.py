@@ -1,6 +1,7 @@
-"""Shared helpers for the pickling tests (the test oracle; `test_helpers.py` tests it).
+"""The test oracle: the three-way round trip and the comparison every pickling test relies on
+(``test_oracle.py`` checks that it catches what it must).
 
-Every round trip goes three ways, as the README's "compatibility promise" says:
+Every round trip goes three ways, as ``docs/compatibility.md`` promises:
 
 1. ``pickle.loads(ferropickle.dumps(obj))``   -- our streams are standard pickle streams;
 2. ``ferropickle.loads(pickle.dumps(obj))``   -- we read what the stdlib (or cloudpickle) writes;
@@ -10,8 +11,10 @@ Each result is compared with :func:`assert_same`, which checks values *and* type
 the identity structure: an object reached twice in the input (shared reference, cycle) must be one
 object in the output, and distinct mutable objects must stay distinct.
 
-Test modules import them with ``from helpers import ...`` (pytest puts ``tests/`` on
-``sys.path``); the fixtures are in ``conftest.py``.
+Test modules in every subdirectory import it with ``from oracle import ...``: pytest puts
+``tests/``, the directory of the root ``conftest.py``, on ``sys.path`` (its default "prepend"
+import mode, which is also why no two test files may share a base name and no test directory
+has an ``__init__.py``). The fixtures are in ``conftest.py``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pickletools
 import struct
 
 import pytest
-from helpers import LEGACY_PROTOCOLS, assert_like_pickle, roundtrip, unframed_payloads
+from oracle import LEGACY_PROTOCOLS, assert_like_pickle, roundtrip, unframed_payloads
 
 import ferropickle
 
@@ -207,6 +207,15 @@ def test_bytearray(protocol, n):
 def test_bytearray_is_a_bytearray8_at_protocol_5():
     assert "BYTEARRAY8" in opcodes(ferropickle.dumps(bytearray(b"abc"), 5))
     assert "BYTEARRAY8" not in opcodes(ferropickle.dumps(bytearray(b"abc"), 4))
+
+
+def test_a_bytearray_is_one_object_however_it_was_reached():
+    """A bytearray was memoized only when its reference count said something else held it, as
+    an immutable object may be; it is mutable, so `pickle` memoizes it always, and reached three
+    times it came back as three copies."""
+    data = bytearray(b"abc")
+    for r in roundtrip((data,) * 3):
+        assert r[0] is r[1] is r[2]
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ import uuid
 import cloudpickle
 import numpy as np
 import pytest
-from helpers import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import assert_same
 
 import ferropickle
 

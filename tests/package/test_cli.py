@@ -1,5 +1,6 @@
-"""``python -m ferropickle`` / ``ferropickle``: clear messages, validated arguments, the right
-program name."""
+"""``python -m ferropickle`` / ``ferropickle``: the shipped command runs the demo, with clear
+messages, validated arguments and the right program name. (The micro-benchmarks need a source
+checkout and are ``benches/run.py``, tested in ``test_bench_runner.py``.)"""
 
 from __future__ import annotations
 
@@ -27,11 +28,10 @@ def run_cli(code: str, *args: str, cwd: pathlib.Path) -> subprocess.CompletedPro
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["bench", "--budget", "-1"], "argument --budget: must be greater than 0, not -1"),
-        (["bench", "--budget", "0"], "argument --budget: must be greater than 0, not 0"),
         (["demo", "--tasks", "0"], "argument --tasks: must be greater than 0, not 0"),
         (["demo", "--workers", "-2"], "argument --workers: must be greater than 0, not -2"),
         (["demo", "--tasks", "many"], "argument --tasks: 'many' is not a number"),
+        (["bench"], "argument command: invalid choice: 'bench'"),
     ],
 )
 def test_arguments_are_validated(argv, message, capsys):
@@ -50,53 +50,28 @@ def test_demo_without_its_extra_names_it(tmp_path):
     assert "python -m pip install 'ferropickle[demo]'" in result.stderr
 
 
-def test_bench_says_which_rows_it_leaves_out(tmp_path):
-    root = pathlib.Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys\nsys.modules['pandas'] = None\nimport benches.workloads as w\n"
-            "w.measure = lambda budget: []\nw.table = lambda rows: 'table'\n"
-            "sys.modules['workloads'] = w\n"
-            "import ferropickle.__main__ as m\nm._bench_workloads = lambda: w\n"
-            "sys.exit(m.main(['bench']))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=root,
-    )
-    assert result.returncode == 0, result.stderr
-    assert (
-        "bench: pandas not installed, so both seed Task cases (their function reads numpy and "
-        "pandas) are left out" in result.stderr
-    )
-    assert "cloudpickle" not in result.stderr  # installed: nothing said about it
-
-
 def test_the_installed_command_calls_itself_ferropickle(tmp_path):
     command = pathlib.Path(sys.executable).with_name("ferropickle")
     if not command.exists():
         pytest.skip("the ferropickle console script is not installed next to this python")
-    result = subprocess.run(
-        [str(command), "bench"], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert result.returncode == 2
-    assert result.stderr.startswith("ferropickle bench runs the workloads")
     usage = subprocess.run(
-        [str(command), "demo", "--tasks", "0"], capture_output=True, text=True, timeout=120
+        [str(command), "demo", "--tasks", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
+    assert usage.returncode == 2
     assert usage.stderr.startswith("usage: ferropickle demo")
 
 
 def test_python_dash_m_calls_itself_python_dash_m(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ferropickle", "bench"],
+        [sys.executable, "-m", "ferropickle", "demo", "--tasks", "0"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("python -m ferropickle bench runs the workloads")
+    assert result.stderr.startswith("usage: python -m ferropickle demo")

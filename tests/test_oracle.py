@@ -1,5 +1,5 @@
-"""The comparison helper in `helpers.py` is the oracle of every round trip: check it catches what
-it must (so a passing round trip means something)."""
+"""`oracle.py` judges every round trip: check it catches what it must (so a passing round trip
+means something)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import pickle
 
 import pytest
-from helpers import assert_same, check_stream
+from oracle import assert_same, check_stream
 
 
 class Plain:

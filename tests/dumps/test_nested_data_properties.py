@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import pickle
 
-from helpers import assert_like_pickle, assert_same, check_stream, roundtrip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import assert_like_pickle, assert_same, check_stream, roundtrip
 
 import ferropickle
 
@@ -112,7 +112,7 @@ def test_shared_references_survive(base):
 @given(plain_data)
 def test_output_is_a_valid_stream(obj):
     """`pickletools.dis` walks it (opcodes, stack, marks, memo), every memo fetch names an
-    earlier store, and frames are well formed (see `helpers.check_stream`)."""
+    earlier store, and frames are well formed (see `oracle.check_stream`)."""
     for protocol in (4, 5):
         check_stream(ferropickle.dumps(obj, protocol))
 

@@ -6,7 +6,7 @@ import pickle
 import pickletools
 
 import pytest
-from helpers import assert_like_pickle, assert_same, check_stream, roundtrip, unframed_payloads
+from oracle import assert_like_pickle, assert_same, check_stream, roundtrip, unframed_payloads
 
 import ferropickle
 
