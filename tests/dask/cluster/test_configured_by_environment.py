@@ -1,166 +1,23 @@
-"""Running ``ferropickle.dask`` as an operator does: settings through Dask's config alone, one
-line in the scheduler's log, and ``/metrics``.
-
-The first half reads the settings in this process; the second starts real ``dask scheduler``
-processes (``ferropickle._demo.ProcessCluster``, loopback only) configured by environment
-variables only, and reads their log and their ``/metrics`` endpoint (marked ``slow``).
-"""
+"""Running ``ferropickle.dask`` as an operator does: real ``dask scheduler`` processes
+(``ferropickle._demo.ProcessCluster``, loopback only) preloaded and configured by environment
+variables only; their log, `stats`, `report` and ``/metrics``."""
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
-import pathlib
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import dask
 import distributed
 import pytest
+from plugin_support import TIMEOUT
 
 import ferropickle.dask as ferro_dask
 from ferropickle import _demo
 
-dpickle = importlib.import_module("distributed.protocol.pickle")
-TIMEOUT = 120
-
-
-@pytest.fixture(autouse=True)
-def never_leak_install() -> Iterator[None]:
-    yield
-    ferro_dask.uninstall()
-    ferro_dask._reset_accounting()
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-def test_defaults_are_registered_with_dask_config():
-    assert dask.config.get("ferropickle.enabled") is True
-    assert dask.config.get("ferropickle.patch-loads") is True
-    assert dask.config.get("ferropickle.large-pickle-warning") == "1 MiB"
-    assert ferro_dask.Settings.from_config() == ferro_dask.Settings(
-        enabled=True,
-        patch_loads=True,
-        large_pickle_warning=2**20,
-        report_top=10,
-        max_prefixes=1000,
-    )
-    # It ships in the installed package, where the defaults are read from.
-    assert (pathlib.Path(ferro_dask.__file__).with_name("ferropickle.yaml")).is_file()
-
-
-def test_environment_variables_set_every_option():
-    """As an operator of dask-jobqueue or dask-kubernetes would: environment only."""
-    env = {
-        **os.environ,
-        "DASK_FERROPICKLE__ENABLED": "false",
-        "DASK_FERROPICKLE__PATCH_LOADS": "False",
-        "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "10 MiB",
-        "DASK_FERROPICKLE__REPORT__TOP": "3",
-        "DASK_FERROPICKLE__REPORT__MAX_PREFIXES": "50",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", "import ferropickle.dask as d; print(d.settings())"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "Settings(enabled=False, patch_loads=False, large_pickle_warning=10485760, "
-        "report_top=3, max_prefixes=50)"
-    )
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "message"),
-    [
-        ("enabled", "maybe", "ferropickle.enabled must be true or false"),
-        ("large-pickle-warning", "lots", "Could not interpret 'lots'"),
-        ("large-pickle-warning", -1, "ferropickle.large-pickle-warning must be a byte size"),
-        ("report.top", 0, "ferropickle.report.top must be a positive integer"),
-        ("report.max-prefixes", "many", "ferropickle.report.max-prefixes must be a positive"),
-    ],
-)
-def test_invalid_settings_say_which_key_is_wrong(key, value, message):
-    with dask.config.set({f"ferropickle.{key}": value}), pytest.raises(ValueError, match=message):
-        ferro_dask.install()
-    assert not ferro_dask.installed()
-
-
-@pytest.mark.parametrize("off", [False, "false", "off", 0, None])
-def test_the_large_pickle_warning_turns_off_however_it_is_spelled(off):
-    with dask.config.set({"ferropickle.large-pickle-warning": off}):
-        assert ferro_dask.Settings.from_config().large_pickle_warning is None
-
-
-def test_patch_loads_false_replaces_dumps_only():
-    stock_loads = dpickle.loads
-    with dask.config.set({"ferropickle.patch-loads": False}):
-        assert ferro_dask.install()
-    assert dpickle.dumps is ferro_dask.dumps
-    assert dpickle.loads is stock_loads
-    assert importlib.import_module("distributed.scheduler").loads is stock_loads
-    ferro_dask.uninstall()
-    assert dpickle.loads is stock_loads
-
-
-def test_settings_are_read_at_install_not_at_each_call():
-    with dask.config.set({"ferropickle.report.top": 2}):
-        assert ferro_dask.install()
-    assert ferro_dask.settings().report_top == 2
-    with dask.config.set({"ferropickle.report.top": 7}):
-        assert ferro_dask.settings().report_top == 2
-
-
-def test_enabled_false_makes_the_preload_a_no_op_but_not_install(caplog):
-    server = object()
-    with (
-        dask.config.set({"ferropickle.enabled": False}),
-        caplog.at_level(logging.INFO, logger="ferropickle.dask"),
-    ):
-        ferro_dask.dask_setup(server)
-        assert not ferro_dask.installed()
-        assert any("ferropickle.enabled is false" in r.getMessage() for r in caplog.records)
-        assert ferro_dask.install()  # explicit: the user asked for it
-    ferro_dask.dask_teardown(server)
-
-
-def test_prometheus_metric_types_and_namespace():
-    prometheus_client = pytest.importorskip("prometheus_client")
-    assert ferro_dask.install()
-    dpickle.dumps(ferro_dask.Task("inc-0a1b2c3d", int, 1))
-    with dask.config.set({"distributed.dashboard.prometheus.namespace": "myco"}):
-        families = {m.name: m for m in prometheus_client.REGISTRY.collect()}
-    ours = {name: m.type for name, m in families.items() if "ferropickle" in name}
-    assert all(name.startswith("myco_ferropickle_") for name in ours), ours
-    assert ours["myco_ferropickle_dumps_calls"] == "counter"
-    assert ours["myco_ferropickle_dumps_seconds"] == "counter"
-    assert ours["myco_ferropickle_installed"] == "gauge"
-    assert ours["myco_ferropickle_cache_globals_entries"] == "gauge"
-    assert ours["myco_ferropickle_cache_code_objects_entries"] == "gauge"
-    assert ours["myco_ferropickle_large_pickle_warning_bytes"] == "gauge"
-    assert ours["myco_ferropickle_task_prefix_dumps_bytes"] == "counter"
-    # Help texts say what is counted, not which dict key it came from.
-    assert not any("stats()[" in families[name].documentation for name in ours)
-    [sample] = families["myco_ferropickle_task_prefix_dumps"].samples
-    assert sample.labels == {"task_prefix_name": "inc"}
-    assert sample.value == 1
-
-
-# --------------------------------------------------------------------------------------------
-# Real schedulers, configured by environment variables only
-# --------------------------------------------------------------------------------------------
+pytestmark = pytest.mark.slow
 
 #: The scheduler's log line at default log settings.
 ACTIVE = re.compile(
@@ -215,7 +72,6 @@ def configured() -> Iterator[tuple[_demo.ProcessCluster, Any]]:
             client.close()
 
 
-@pytest.mark.slow
 def test_the_scheduler_log_says_ferropickle_is_active(configured):
     cluster, _client = configured
     log = scheduler_log(cluster)
@@ -223,7 +79,6 @@ def test_the_scheduler_log_says_ferropickle_is_active(configured):
     assert "distributed.protocol.pickle.loads" not in log  # patch-loads: false
 
 
-@pytest.mark.slow
 def test_the_scheduler_uses_the_settings_from_its_environment(configured):
     _cluster, client = configured
     stats = ferro_dask.stats(client)
@@ -232,7 +87,6 @@ def test_the_scheduler_uses_the_settings_from_its_environment(configured):
     assert client.run_on_scheduler(_probe["loads_module"]) == "distributed.protocol.pickle"
 
 
-@pytest.mark.slow
 def test_report_and_log_name_what_is_expensive_to_send(configured):
     cluster, client = configured
     lookup, square = _probe["lookup"], (lambda x: x * x)
@@ -265,7 +119,6 @@ def test_report_and_log_name_what_is_expensive_to_send(configured):
     assert lines[5].split()[:2] == ["lambda", "10"]
 
 
-@pytest.mark.slow
 def test_metrics_endpoint_of_a_real_scheduler(configured):
     pytest.importorskip("prometheus_client")
     _cluster, client = configured
@@ -298,7 +151,6 @@ def test_metrics_endpoint_of_a_real_scheduler(configured):
     assert "task message" in help_line
 
 
-@pytest.mark.slow
 def test_a_disabled_preload_says_so_and_changes_nothing():
     env = {
         "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": "ferropickle.dask",

@@ -1,4 +1,4 @@
-"""Real clusters give stock Dask's results when the user changes state between submits (issue 7).
+"""Real clusters give stock Dask's results when the user changes state between submits.
 
 With a ``LocalCluster`` the scheduler runs in the user's process, next to the script that
 rebinds its globals; each task must carry its function as it is when the scheduler pickles it.

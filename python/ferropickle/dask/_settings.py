@@ -1,0 +1,92 @@
+"""The plugin's settings: the ``ferropickle`` section of Dask's config, with the YAML of defaults
+beside this module."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+import dask.config
+import yaml
+from dask.utils import parse_bytes
+
+#: The package's defaults, registered with Dask's config when this package is imported.
+DEFAULTS = pathlib.Path(__file__).with_name("ferropickle.yaml")
+
+
+def register_defaults() -> None:
+    """Registers the package's YAML as defaults, the way Dask libraries do (dask-jobqueue,
+    dask-kubernetes): under whatever the user's files and ``DASK_FERROPICKLE__*`` variables
+    say. Nothing is validated here; `Settings.from_config` does that when the plugin installs."""
+    with open(DEFAULTS) as defaults:
+        dask.config.update_defaults(yaml.safe_load(defaults))
+
+
+_FALSE_WORDS = frozenset({"false", "no", "off", "0", "none", "null", ""})
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+
+
+def flag(key: str) -> bool:
+    """A boolean setting; environment variables arrive as strings ("false", "0", "no", ...)."""
+    value = dask.config.get(f"ferropickle.{key}")
+    if isinstance(value, str) and value.strip().lower() in _FALSE_WORDS | _TRUE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    if isinstance(value, (bool, int)):
+        return bool(value)
+    raise ValueError(f"dask config ferropickle.{key} must be true or false, not {value!r}")
+
+
+def _byte_size(key: str) -> int | None:
+    """A byte size ("1 MiB", 1048576), or None when set to false / none / 0."""
+    value = dask.config.get(f"ferropickle.{key}")
+    if (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.strip().lower() in _FALSE_WORDS)
+    ):
+        return None
+    size = parse_bytes(value) if isinstance(value, str) else value
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"dask config ferropickle.{key} must be a byte size, not {value!r}")
+    return size or None
+
+
+def _count(key: str) -> int:
+    value = dask.config.get(f"ferropickle.{key}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 1 or isinstance(value, bool):
+        raise ValueError(f"dask config ferropickle.{key} must be a positive integer, not {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's settings, as read from Dask's config (section ``ferropickle``).
+
+    ``enabled`` (``ferropickle.enabled``): whether the preload installs. ``patch_loads``
+    (``ferropickle.patch-loads``): whether ``loads`` is replaced too. ``large_pickle_warning``
+    (``ferropickle.large-pickle-warning``): bytes from which one pickle logs a warning, or
+    ``None`` for never. ``report_top`` (``ferropickle.report.top``): task prefixes listed by
+    `stats` and `report`. ``max_prefixes`` (``ferropickle.report.max-prefixes``): task
+    prefixes counted separately.
+    """
+
+    enabled: bool
+    patch_loads: bool
+    large_pickle_warning: int | None
+    report_top: int
+    max_prefixes: int
+
+    @classmethod
+    def from_config(cls) -> Settings:
+        """Reads ``dask.config`` now; raises ``ValueError`` naming a setting that is invalid."""
+        return cls(
+            enabled=flag("enabled"),
+            patch_loads=flag("patch-loads"),
+            large_pickle_warning=_byte_size("large-pickle-warning"),
+            report_top=_count("report.top"),
+            max_prefixes=_count("report.max-prefixes"),
+        )

@@ -1,0 +1,118 @@
+"""What the plugin knows about this process, gathered in one place (`snapshot`) for
+`local_stats`, `stats`, the report and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import distributed
+
+import ferropickle
+from ferropickle.dask._accounting import PrefixRow
+from ferropickle.dask._settings import Settings
+from ferropickle.dask._state import STATE
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+#: What `top_prefixes` can rank by, and the column of `PrefixRow` each means.
+SORT_KEYS = {"bytes": "nbytes", "calls": "dumps", "time": "ns", "largest": "largest"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the plugin can tell about this process at one moment."""
+
+    #: `ferropickle.stats()` and `ferropickle.cache_info()`.
+    counters: dict[str, Any]
+    caches: dict[str, int]
+    installed: bool
+    #: ``{"dumps": {type name: count}, "loads": {...}}`` of messages distributed's own
+    #: function handled.
+    fallbacks: dict[str, dict[str, int]]
+    settings: Settings
+    #: Every task prefix's row, in the order the prefixes were first seen.
+    prefixes: list[tuple[str, PrefixRow]]
+    version: str
+    distributed_version: str
+
+    @property
+    def loads_patched(self) -> bool:
+        return self.installed and self.settings.patch_loads
+
+
+def snapshot() -> Snapshot:
+    """The one place that gathers the plugin's state; everything that shows it reads this."""
+    return Snapshot(
+        counters=dict(ferropickle.stats()),
+        caches=dict(ferropickle.cache_info()),
+        installed=STATE.installed,
+        fallbacks=STATE.fallbacks.snapshot(),
+        settings=STATE.settings(),
+        prefixes=STATE.accounting.rows(),
+        version=ferropickle.__version__,
+        distributed_version=distributed.__version__,
+    )
+
+
+def check_sort(sort: str) -> str:
+    """The `PrefixRow` column that ``sort`` names; raises ``ValueError`` for anything else."""
+    column = SORT_KEYS.get(sort)
+    if column is None:
+        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
+    return column
+
+
+def top_prefixes(
+    rows: list[tuple[str, PrefixRow]], top: int, sort: str = "bytes"
+) -> dict[str, dict[str, Any]]:
+    """The ``top`` rows costliest by ``sort``, as ``{prefix: {"dumps", "bytes", "seconds",
+    "largest"}}``."""
+    column = check_sort(sort)
+    ranked = sorted(rows, key=lambda item: getattr(item[1], column), reverse=True)[:top]
+    return {
+        prefix: {
+            "dumps": row.dumps,
+            "bytes": row.nbytes,
+            "seconds": row.ns / 1e9,
+            "largest": row.largest,
+        }
+        for prefix, row in ranked
+    }
+
+
+def local_stats() -> dict[str, Any]:
+    """This process's `ferropickle.stats()` plus the plugin's own counters.
+
+    Adds ``installed`` (bool), ``dumps_fallbacks`` and ``loads_fallbacks`` (``{type name:
+    count}`` of messages that went through distributed's own function instead),
+    ``distributed_version``, ``version`` (ferropickle's), ``large_pickle_warning`` (bytes, or
+    ``None``) and ``task_prefixes``: the ``ferropickle.report.top`` task prefixes that sent the
+    most bytes, as ``{prefix: {"dumps", "bytes", "seconds", "largest"}}``, costliest first
+    (bytes count out-of-band buffers; ``largest`` is the biggest single pickle).
+    """
+    now = snapshot()
+    out: dict[str, Any] = dict(now.counters)
+    out["installed"] = now.installed
+    out["dumps_fallbacks"] = now.fallbacks["dumps"]
+    out["loads_fallbacks"] = now.fallbacks["loads"]
+    out["distributed_version"] = now.distributed_version
+    out["version"] = now.version
+    out["large_pickle_warning"] = now.settings.large_pickle_warning
+    out["task_prefixes"] = top_prefixes(now.prefixes, now.settings.report_top)
+    return out
+
+
+def stats(client: Client | None = None) -> Any:
+    """The scheduler's `local_stats` when given a ``Client``, else this process's.
+
+    The fields are `ferropickle.stats()`'s plus ``installed``, ``dumps_fallbacks``,
+    ``loads_fallbacks``, ``distributed_version``, ``version``, ``large_pickle_warning`` and
+    ``task_prefixes``. ``installed`` tells whether the scheduler really uses ferropickle. The
+    scheduler needs ferropickle importable (as it does to preload it). With an asynchronous
+    client this returns an awaitable.
+    """
+    if client is None:
+        return local_stats()
+    return client.run_on_scheduler(local_stats)
