@@ -137,3 +137,42 @@ def test_importing_registers_defaults_only_and_install_registers_the_family():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "True", "True"]
+
+
+def test_install_logs_the_active_line_with_where_it_was_called_from(caplog):
+    with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
+        assert ferro_dask.install()
+    ferro_dask.uninstall()
+    [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
+    assert f"through install() called from {__name__} line " in active
+
+
+def test_a_preload_with_invalid_settings_logs_one_line_and_keeps_stock(caplog):
+    """In-process servers (a LocalCluster in the user's script) keep running stock."""
+    server = object()
+    with (
+        dask.config.set({"ferropickle.report.top": "many"}),
+        caplog.at_level(logging.INFO, logger="ferropickle.dask"),
+    ):
+        ferro_dask.dask_setup(server)
+    assert not ferro_dask.installed()
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.getMessage() == (
+        "ferropickle.dask preload in this object: not installed: dask config "
+        "ferropickle.report.top must be a positive integer (1, 2, ...), not 'many'"
+    )
+    ferro_dask.dask_teardown(server)
+
+
+def test_enabled_false_skips_checking_the_other_settings(caplog):
+    server = object()
+    with (
+        dask.config.set(
+            {"ferropickle.enabled": "false", "ferropickle.large-pickle-warning": "lots"}
+        ),
+        caplog.at_level(logging.INFO, logger="ferropickle.dask"),
+    ):
+        ferro_dask.dask_setup(server)
+    assert not ferro_dask.installed()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    ferro_dask.dask_teardown(server)

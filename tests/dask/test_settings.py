@@ -56,19 +56,52 @@ def test_environment_variables_set_every_option():
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "message"),
+    ("key", "value", "accepted"),
     [
-        ("enabled", "maybe", "ferropickle.enabled must be true or false"),
-        ("large-pickle-warning", "lots", "Could not interpret 'lots'"),
-        ("large-pickle-warning", -1, "ferropickle.large-pickle-warning must be a byte size"),
-        ("report.top", 0, "ferropickle.report.top must be a positive integer"),
-        ("report.max-prefixes", "many", "ferropickle.report.max-prefixes must be a positive"),
+        ("enabled", "maybe", "must be true or false (or yes/no, on/off, 1/0)"),
+        ("large-pickle-warning", "lots", "must be a byte size (a number of bytes, or a number"),
+        ("large-pickle-warning", "12 parsecs", "units: B, kB, MB, GB, TB, PB, KiB, MiB"),
+        ("large-pickle-warning", -1, "or false for off"),
+        ("report.top", 0, "must be a positive integer (1, 2, ...)"),
+        ("report.max-prefixes", "many", "must be a positive integer (1, 2, ...)"),
     ],
 )
-def test_invalid_settings_say_which_key_is_wrong(key, value, message):
-    with dask.config.set({f"ferropickle.{key}": value}), pytest.raises(ValueError, match=message):
+def test_each_invalid_setting_is_one_line_naming_key_value_and_what_is_accepted(
+    key, value, accepted
+):
+    with dask.config.set({f"ferropickle.{key}": value}), pytest.raises(ValueError) as error:
         ferro_dask.install()
     assert not ferro_dask.installed()
+    message = str(error.value)
+    assert message.startswith(f"dask config ferropickle.{key} ")
+    assert accepted in message
+    assert message.endswith(f"not {value!r}")
+    assert "\n" not in message
+    # settings() on request reads and checks the same way.
+    with dask.config.set({f"ferropickle.{key}": value}), pytest.raises(ValueError) as again:
+        ferro_dask.settings()
+    assert str(again.value) == message
+
+
+def test_invalid_settings_do_not_break_importing():
+    """A client that only wants stats(), or a LocalCluster script, imports the package with a
+    bad value in its environment; the value is refused when the plugin installs."""
+    env = {**os.environ, "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "lots"}
+    code = (
+        "import ferropickle.dask as d\n"
+        "print(d.installed())\n"
+        "try:\n"
+        "    d.install()\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    imported, refused = result.stdout.splitlines()
+    assert imported == "False"
+    assert refused.startswith("dask config ferropickle.large-pickle-warning must be a byte size")
 
 
 @pytest.mark.parametrize("off", [False, "false", "off", 0, None])

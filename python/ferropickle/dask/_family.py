@@ -67,6 +67,10 @@ class MissingFamilyError(RuntimeError):
 def check_family(client: Client) -> None:
     """Raises `MissingFamilyError` naming the scheduler / workers that lack the family.
 
+    Only for data sent with the ``"ferropickle"`` serialization family: task messages that a
+    ferropickle scheduler writes need nothing on the workers, so in a scheduler-only
+    deployment this raises and nothing is wrong.
+
     distributed gives a sender no way to know what its peer can read: data sent with
     ``serializers=[..., "ferropickle"]`` to a process that has not registered it (with the
     ``ferropickle.dask`` preload, `install` or `register_family`) fails there with a bare
@@ -81,7 +85,9 @@ def check_family(client: Client) -> None:
     if missing:
         raise MissingFamilyError(
             f"{', '.join(missing)} cannot read the 'ferropickle' serialization family (the "
-            "receiving process raises KeyError('ferropickle')). Preload it there "
+            "receiving process raises KeyError('ferropickle')). This matters only for data "
+            "sent with serializers=[..., 'ferropickle']: task messages from a ferropickle "
+            "scheduler need nothing on the workers. To use the family, preload it there "
             "(dask worker --preload ferropickle.dask, or DASK_DISTRIBUTED__WORKER__PRELOAD="
             "ferropickle.dask; the scheduler's --preload), or send with the 'pickle' family: "
             "ferropickle writes standard pickle, so a stock peer reads it through 'pickle'."

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import warnings
@@ -27,8 +28,9 @@ _REPLACEMENTS = {"dumps": dumps, "loads": loads}
 
 
 def settings() -> Settings:
-    """The settings in effect: those read from Dask's config at the last `install`, or, before
-    any, Dask's config read now (``ValueError`` naming a setting that is invalid)."""
+    """The settings in effect: those read from Dask's config at `install` while installed,
+    else Dask's config read and checked now (``ValueError`` naming a setting that is
+    invalid, its value and what it accepts)."""
     return STATE.settings()
 
 
@@ -54,7 +56,41 @@ def _show_our_logs_like_distributed() -> None:
         ours.addHandler(handler)
 
 
-def _install(role: str = "process", *, warn: bool = True) -> bool:
+def _hosted_role() -> str:
+    """What this process hosts, for the log: a scheduler (a LocalCluster's, or one that ran
+    `install` through ``client.run_on_scheduler``), a worker, or neither."""
+    for role, server in (("scheduler", distributed.Scheduler), ("worker", distributed.Worker)):
+        if any(True for _ in getattr(server, "_instances", ())):
+            return role
+    return "process"
+
+
+def _called_from() -> str:
+    """Where `install` was called from: the first frame outside this package."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "ferropickle.dask"
+    ):
+        frame = frame.f_back
+    module = frame.f_globals.get("__name__", "?")
+    if module.partition(".")[0] == "distributed":
+        # distributed.worker.run: the scheduler's (or a worker's) handler of a client's run
+        return "through install() run by a client (client.run_on_scheduler or client.run)"
+    return f"through install() called from {module} line {frame.f_lineno}"
+
+
+def _runs_the_scheduler_cli() -> bool:
+    """Whether this process is ``dask scheduler`` (or ``python -m
+    distributed.cli.dask_scheduler``), where a preload that refuses its settings should stop
+    the scheduler rather than leave it running stock."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (
+        getattr(main, "name", None) == "distributed.cli.dask_scheduler"
+        or "distributed.cli.dask_scheduler" in sys.modules
+    )
+
+
+def _install(role: str, how: str, *, warn: bool = True) -> bool:
     if STATE.installed:
         return True
     new_settings = Settings.from_config()
@@ -86,12 +122,14 @@ def _install(role: str = "process", *, warn: bool = True) -> bool:
     STATE.collector = _metrics.register_prometheus()
     threshold = new_settings.large_pickle_warning
     logger.info(
-        "ferropickle %s active in this %s (distributed %s%s): %s replaced by ferropickle's; "
-        "large-pickle warning %s; per-task-prefix costs in ferropickle.dask.report(client)%s",
+        "ferropickle %s active in this %s (distributed %s%s), %s: %s replaced by "
+        "ferropickle's; large-pickle warning %s; per-task-prefix costs in "
+        "ferropickle.dask.report(client)%s",
         ferropickle.__version__,
         role,
         distributed.__version__,
         "" if verified else ", not verified",
+        how,
         ", ".join(f"{module.__name__}.{name}" for module, name, _ in STATE.patches),
         "off" if threshold is None else f"from {format_bytes(threshold)}",
         " and /metrics" if STATE.collector is not None else "",
@@ -115,7 +153,8 @@ def install() -> bool:
     it issues an `UnsupportedLayoutWarning`, changes nothing and returns ``False``.
     """
     with STATE.lock:
-        active = _install()
+        _show_our_logs_like_distributed()
+        active = _install(_hosted_role(), _called_from())
         STATE.explicit = STATE.explicit or active
         return active
 
@@ -154,6 +193,10 @@ def dask_setup(server: Any = None) -> None:
     distributed's log handler unless logging for ``ferropickle`` was set up otherwise). The
     ``"ferropickle"`` serialization family is registered either way: it is only used when
     asked for by name.
+
+    Invalid settings are logged as one error line; a ``dask scheduler`` process then exits
+    with status 1 (anywhere else, such as a LocalCluster in the user's process, the server
+    keeps Dask's stock pickling).
     """
     with STATE.lock:
         if server is None:
@@ -162,13 +205,24 @@ def dask_setup(server: Any = None) -> None:
         register_family()
         role = type(server).__name__.lower()
         _show_our_logs_like_distributed()
-        if not flag("enabled"):
-            logger.info(
-                "ferropickle.dask preload in this %s: not installed, dask config "
-                "ferropickle.enabled is false; Dask keeps its stock pickling",
-                role,
-            )
-        elif _install(role, warn=False):
+        try:
+            if not flag("enabled"):  # the rest of the settings is not even read
+                logger.info(
+                    "ferropickle.dask preload in this %s: not installed, dask config "
+                    "ferropickle.enabled is false; Dask keeps its stock pickling",
+                    role,
+                )
+                return
+            active = _install(role, "through the preload", warn=False)
+        except ValueError as exc:  # one line, not distributed's traceback of the preload
+            logger.error("ferropickle.dask preload in this %s: not installed: %s", role, exc)
+            if role == "scheduler" and _runs_the_scheduler_cli():
+                # From a callback of its own, not from this preload's task: the loop stops and
+                # the CLI exits with status 1 and no traceback ("Task exception was never
+                # retrieved"); distributed's preload runner would log any exception.
+                asyncio.get_running_loop().call_soon(sys.exit, 1)
+            return
+        if active:
             STATE.preload_servers.add(id(server))
 
 

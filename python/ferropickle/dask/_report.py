@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from dask.utils import format_bytes
 
-from ferropickle.dask._stats import check_sort, snapshot, top_prefixes
+from ferropickle.dask._stats import check_sort, on_scheduler, snapshot, top_prefixes
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -91,7 +91,7 @@ def report(client: Client | None = None, *, top: int | None = None, sort: str = 
     if client is None:
         return _format_report(report_rows(top, sort), sort, "this process")
     where = f"the scheduler at {client.scheduler.address}"
-    rows = client.run_on_scheduler(report_rows, top, sort)
+    rows = on_scheduler(client, report_rows, top, sort)
     if getattr(client, "asynchronous", False):
 
         async def formatted() -> Report:

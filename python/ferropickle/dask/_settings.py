@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 import dask.config
 import yaml
@@ -22,43 +23,63 @@ def register_defaults() -> None:
         dask.config.update_defaults(yaml.safe_load(defaults))
 
 
+def _get(key: str, config: dict[str, Any] | None) -> Any:
+    if config is None:
+        return dask.config.get(f"ferropickle.{key}")
+    return dask.config.get(f"ferropickle.{key}", config=config)
+
+
 _FALSE_WORDS = frozenset({"false", "no", "off", "0", "none", "null", ""})
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+#: The units dask's parse_bytes reads (case aside), for the error message.
+_UNITS = "B, kB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB"
 
 
-def flag(key: str) -> bool:
+def flag(key: str, config: dict[str, Any] | None = None) -> bool:
     """A boolean setting; environment variables arrive as strings ("false", "0", "no", ...)."""
-    value = dask.config.get(f"ferropickle.{key}")
+    value = _get(key, config)
     if isinstance(value, str) and value.strip().lower() in _FALSE_WORDS | _TRUE_WORDS:
         return value.strip().lower() in _TRUE_WORDS
     if isinstance(value, (bool, int)):
         return bool(value)
-    raise ValueError(f"dask config ferropickle.{key} must be true or false, not {value!r}")
+    raise ValueError(
+        f"dask config ferropickle.{key} must be true or false (or yes/no, on/off, 1/0), "
+        f"not {value!r}"
+    )
 
 
-def _byte_size(key: str) -> int | None:
+def _byte_size(key: str, config: dict[str, Any] | None) -> int | None:
     """A byte size ("1 MiB", 1048576), or None when set to false / none / 0."""
-    value = dask.config.get(f"ferropickle.{key}")
+    value = _get(key, config)
     if (
         value is None
         or value is False
         or (isinstance(value, str) and value.strip().lower() in _FALSE_WORDS)
     ):
         return None
-    size = parse_bytes(value) if isinstance(value, str) else value
+    try:
+        size = parse_bytes(value) if isinstance(value, str) else value
+    except ValueError:  # dask's message names neither the key nor what it accepts
+        size = None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ValueError(f"dask config ferropickle.{key} must be a byte size, not {value!r}")
+        raise ValueError(
+            f"dask config ferropickle.{key} must be a byte size (a number of bytes, or a "
+            f"number and a unit such as '1 MiB' or '500 kB'; units: {_UNITS}) or false for "
+            f"off, not {value!r}"
+        )
     return size or None
 
 
-def _count(key: str) -> int:
-    value = dask.config.get(f"ferropickle.{key}")
+def _count(key: str, config: dict[str, Any] | None) -> int:
+    value = _get(key, config)
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = -1
     if number < 1 or isinstance(value, bool):
-        raise ValueError(f"dask config ferropickle.{key} must be a positive integer, not {value!r}")
+        raise ValueError(
+            f"dask config ferropickle.{key} must be a positive integer (1, 2, ...), not {value!r}"
+        )
     return number
 
 
@@ -81,12 +102,19 @@ class Settings:
     max_prefixes: int
 
     @classmethod
-    def from_config(cls) -> Settings:
-        """Reads ``dask.config`` now; raises ``ValueError`` naming a setting that is invalid."""
+    def from_config(cls, config: dict[str, Any] | None = None) -> Settings:
+        """Reads ``dask.config`` now (or ``config``); raises ``ValueError`` (one line: the key,
+        the value and what it accepts) for a setting that is invalid."""
         return cls(
-            enabled=flag("enabled"),
-            patch_loads=flag("patch-loads"),
-            large_pickle_warning=_byte_size("large-pickle-warning"),
-            report_top=_count("report.top"),
-            max_prefixes=_count("report.max-prefixes"),
+            enabled=flag("enabled", config),
+            patch_loads=flag("patch-loads", config),
+            large_pickle_warning=_byte_size("large-pickle-warning", config),
+            report_top=_count("report.top", config),
+            max_prefixes=_count("report.max-prefixes", config),
         )
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The package's defaults, from ``ferropickle.yaml`` alone."""
+        with open(DEFAULTS) as defaults:
+            return cls.from_config(yaml.safe_load(defaults))

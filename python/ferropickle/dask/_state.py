@@ -21,7 +21,7 @@ class State:
     """
 
     lock: Any = field(default_factory=threading.RLock)  # an RLock: install may nest in setup
-    #: The settings read at the last install (kept after uninstall: the accounting uses them).
+    #: The settings read at the last install.
     applied: Settings | None = None
     accounting: Accounting = field(default_factory=Accounting)
     fallbacks: Fallbacks = field(default_factory=Fallbacks)
@@ -41,8 +41,11 @@ class State:
         self.accounting.configure(settings.large_pickle_warning, settings.max_prefixes)
 
     def settings(self) -> Settings:
-        """The settings in effect: those applied at install, else Dask's config read now."""
-        return self.applied if self.applied is not None else Settings.from_config()
+        """The settings in effect: those applied at install while installed, else Dask's
+        config read and checked now."""
+        if self.installed and self.applied is not None:
+            return self.applied
+        return Settings.from_config()
 
 
 STATE = State()

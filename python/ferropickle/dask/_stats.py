@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +45,16 @@ class Snapshot:
 
 def snapshot() -> Snapshot:
     """The one place that gathers the plugin's state; everything that shows it reads this."""
+    try:
+        settings = STATE.settings()
+    except ValueError:  # a preload refused them; stats must still answer
+        settings = Settings.defaults()
     return Snapshot(
         counters=dict(ferropickle.stats()),
         caches=dict(ferropickle.cache_info()),
         installed=STATE.installed,
         fallbacks=STATE.fallbacks.snapshot(),
-        settings=STATE.settings(),
+        settings=settings,
         prefixes=STATE.accounting.rows(),
         version=ferropickle.__version__,
         distributed_version=distributed.__version__,
@@ -104,15 +109,46 @@ def local_stats() -> dict[str, Any]:
     return out
 
 
+def on_scheduler(client: Client, function: Callable[..., Any], *args: Any) -> Any:
+    """``client.run_on_scheduler(function, *args)``; a scheduler that cannot import
+    ferropickle raises a ``RuntimeError`` that says so and how to enable it, not a bare
+    ``ModuleNotFoundError``. With an asynchronous client, an awaitable."""
+
+    def missing(exc: BaseException) -> BaseException:
+        if not (isinstance(exc, ImportError) and "ferropickle" in str(exc)):
+            return exc
+        return RuntimeError(
+            f"the scheduler at {client.scheduler.address} does not have ferropickle "
+            f"({type(exc).__name__}: {exc}): install ferropickle in the scheduler's environment "
+            "and start the scheduler with --preload ferropickle.dask (or "
+            "DASK_DISTRIBUTED__SCHEDULER__PRELOAD=ferropickle.dask); its counters are read there"
+        )
+
+    try:
+        result = client.run_on_scheduler(function, *args)
+    except ImportError as exc:
+        raise missing(exc) from exc
+    if not getattr(client, "asynchronous", False):
+        return result
+
+    async def checked() -> Any:
+        try:
+            return await result
+        except ImportError as exc:
+            raise missing(exc) from exc
+
+    return checked()
+
+
 def stats(client: Client | None = None) -> Any:
     """The scheduler's `local_stats` when given a ``Client``, else this process's.
 
     The fields are `ferropickle.stats()`'s plus ``installed``, ``dumps_fallbacks``,
     ``loads_fallbacks``, ``distributed_version``, ``version``, ``large_pickle_warning`` and
     ``task_prefixes``. ``installed`` tells whether the scheduler really uses ferropickle. The
-    scheduler needs ferropickle importable (as it does to preload it). With an asynchronous
-    client this returns an awaitable.
+    scheduler needs ferropickle importable (as it does to preload it): without it this raises
+    a ``RuntimeError`` saying so. With an asynchronous client this returns an awaitable.
     """
     if client is None:
         return local_stats()
-    return client.run_on_scheduler(local_stats)
+    return on_scheduler(client, local_stats)

@@ -4,7 +4,10 @@ variables only; their log, `stats`, `report` and ``/metrics``."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.slow
 #: The scheduler's log line at default log settings.
 ACTIVE = re.compile(
     r"ferropickle\.dask - INFO - ferropickle \S+ active in this scheduler "
-    rf"\(distributed {re.escape(distributed.__version__)}\): "
+    rf"\(distributed {re.escape(distributed.__version__)}\), through the preload: "
     r"distributed\.protocol\.pickle\.dumps, .*distributed\.scheduler\.dumps.* replaced by "
     r"ferropickle's; large-pickle warning from 64\.00 kiB"
 )
@@ -155,6 +158,8 @@ def test_a_disabled_preload_says_so_and_changes_nothing():
     env = {
         "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": "ferropickle.dask",
         "DASK_FERROPICKLE__ENABLED": "False",
+        # Not even read: a disabled preload does not check the other settings.
+        "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "lots",
     }
     with _demo.ProcessCluster(1, env=env) as cluster:
         client = cluster.client()
@@ -169,3 +174,47 @@ def test_a_disabled_preload_says_so_and_changes_nothing():
         "dask config ferropickle.enabled is false" in log
     ), log
     assert not ACTIVE.search(log)
+    assert "large-pickle-warning" not in log
+
+
+def test_a_scheduler_with_invalid_settings_logs_one_line_and_exits_non_zero():
+    env = {
+        **os.environ,
+        "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "lots",
+    }
+    args = ["--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"]
+    preload = ["--preload", "ferropickle.dask"]
+    result = subprocess.run(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", *args, *preload],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if " - ferropickle.dask - " in line]
+    assert len(ours) == 1, result.stderr
+    assert ours[0].endswith(
+        "ferropickle.dask - ERROR - ferropickle.dask preload in this scheduler: not installed: "
+        "dask config ferropickle.large-pickle-warning must be a byte size (a number of bytes, "
+        "or a number and a unit such as '1 MiB' or '500 kB'; units: B, kB, MB, GB, TB, PB, "
+        "KiB, MiB, GiB, TiB, PiB) or false for off, not 'lots'"
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_install_through_run_on_scheduler_logs_the_active_line():
+    with _demo.ProcessCluster(1) as cluster:
+        client = cluster.client()
+        try:
+            assert client.run_on_scheduler(ferro_dask.install) is True
+            assert ferro_dask.stats(client)["installed"] is True
+        finally:
+            client.close()
+        log = wait_for_log(cluster, " active in this scheduler ")
+    [line] = [line for line in log.splitlines() if " active in this scheduler " in line]
+    assert "ferropickle.dask - INFO - " in line
+    assert (
+        "through install() run by a client (client.run_on_scheduler or client.run): "
+        "distributed.protocol.pickle.dumps, " in line
+    )

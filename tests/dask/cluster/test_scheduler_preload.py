@@ -92,3 +92,15 @@ def test_check_family_names_the_workers_that_lack_it(scheduler_only):
     # Exactly the workers: the scheduler preloaded ferropickle.dask, so it is not listed.
     assert message.startswith(f"{', '.join(workers)} cannot read the 'ferropickle'"), message
     assert "--preload ferropickle.dask" in message
+    # In this deployment nothing is wrong: the error says the family is optional.
+    assert "This matters only for data sent with serializers=[..., 'ferropickle']" in message
+
+
+def test_the_demos_progress_bar_writes_nothing_when_stderr_is_not_a_terminal(
+    scheduler_only, capsys
+):
+    """Under pytest, stderr is captured (not a terminal), as in a CI log or a file."""
+    paths = _demo.seed_paths(20)
+    work = _demo.run_workload(scheduler_only, _demo.script_function(), paths, progress=True)
+    assert len(work.results) == len(paths)
+    assert "\r" not in capsys.readouterr().err
