@@ -4,6 +4,7 @@ pickle explained in the log once per function (against a real scheduler: ``clust
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 import dask
@@ -14,13 +15,19 @@ from plugin_support import dpickle, script
 
 import ferropickle.dask as ferro_dask
 from ferropickle.dask._accounting import PrefixRow
+from ferropickle.dask._report import report_rows
 from ferropickle.dask._state import STATE
+from ferropickle.dask._stats import stats_reply
 
 TABLE_SCRIPT = "TABLE = {i: str(i) for i in range(20_000)}\ndef lookup(i):\n    return TABLE[i]\n"
 
 
 def rows() -> dict[str, PrefixRow]:
-    return dict(STATE.accounting.rows())
+    return dict(STATE.accounting.tasks())
+
+
+def messages() -> dict[str, PrefixRow]:
+    return dict(STATE.accounting.messages())
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +47,9 @@ def test_every_dumps_is_counted_against_its_task_prefix(installed):
     assert inc.ns > 0
     assert (counted["sum-aggregate"].dumps, counted["sum-aggregate"].nbytes) == (1, len(blobs[5]))
     assert (counted["data"].dumps, counted["data"].nbytes) == (1, len(blobs[6]))
-    assert (counted["(dict)"].dumps, counted["(dict)"].nbytes) == (1, len(blobs[7]))
+    # A message that is not a graph node is counted apart, under its type.
+    assert "(dict)" not in counted
+    assert (messages()["(dict)"].dumps, messages()["(dict)"].nbytes) == (1, len(blobs[7]))
 
 
 def test_bytes_include_out_of_band_buffers(installed):
@@ -69,6 +78,52 @@ def test_prefixes_beyond_the_limit_share_the_other_row():
     for name in ("a", "b", "c", "d"):
         dpickle.dumps(Task(f"{name}-0a1b2c3d", int, 1))
     assert {prefix: row.dumps for prefix, row in rows().items()} == {"a": 1, "b": 1, "(other)": 2}
+
+
+def test_messages_that_are_not_tasks_never_take_a_task_prefix_slot():
+    with dask.config.set({"ferropickle.report.max-prefixes": 2}):
+        assert ferro_dask.install()
+    dpickle.dumps({"op": "a plugin registration"})
+    dpickle.dumps([1, 2, 3])
+    for name in ("a", "b", "c"):
+        dpickle.dumps(Task(f"{name}-0a1b2c3d", int, 1))
+    assert {prefix: row.dumps for prefix, row in rows().items()} == {"a": 1, "b": 1, "(other)": 1}
+    assert {name: row.dumps for name, row in messages().items()} == {"(dict)": 1, "(list)": 1}
+
+
+def test_a_large_pickle_beyond_the_prefix_limit_is_explained_under_its_own_prefix(caplog):
+    with dask.config.set(
+        {"ferropickle.report.max-prefixes": 1, "ferropickle.large-pickle-warning": "64 KiB"}
+    ):
+        assert ferro_dask.install()
+    dpickle.dumps(Task("small-0a1b2c3d", int, 1))
+    with caplog.at_level(logging.WARNING, logger="ferropickle.dask"):
+        dpickle.dumps(Task("big-0a1b2c3d", len, "x" * 100_000))
+    [message] = large_warnings(caplog)
+    assert "task prefix 'big'" in message
+    assert list(rows()) == ["small", "(other)"]
+
+
+def test_a_large_message_that_is_not_a_task_is_not_called_a_task_prefix(caplog):
+    with dask.config.set({"ferropickle.large-pickle-warning": "64 KiB"}):
+        assert ferro_dask.install()
+    with caplog.at_level(logging.WARNING, logger="ferropickle.dask"):
+        dpickle.dumps({"payload": "x" * 100_000})
+    [message] = large_warnings(caplog)
+    assert message.startswith("ferropickle: a dict message (not a task) pickled to ")
+    assert "task prefix" not in message.split(";")[0]
+
+
+def test_the_plugins_own_replies_are_not_counted(installed):
+    """What the scheduler sends back for stats() and report(): asking must not change the
+    numbers asked for."""
+    dpickle.dumps(Task("inc-0a1b2c3d", int, 1))
+    before = (rows(), messages())
+    dpickle.dumps(stats_reply())
+    dpickle.dumps(report_rows(None, "bytes"))
+    assert (rows(), messages()) == before
+    # The client reads a plain dict, with nothing of ferropickle needed to unpickle it.
+    assert type(pickle.loads(dpickle.dumps(stats_reply()))) is dict
 
 
 # --------------------------------------------------------------------------------------------

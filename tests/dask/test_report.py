@@ -68,3 +68,36 @@ def test_report_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="top must be at least 1"):
         ferro_dask.report(top=0)
     assert "(nothing pickled yet)" in ferro_dask.report()
+
+
+def test_stats_report_and_metrics_agree_to_the_byte(installed):
+    prometheus_client = pytest.importorskip("prometheus_client")
+    for i in range(3):
+        dpickle.dumps(Task(f"inc-{i:08x}", int, i))
+    dpickle.dumps(Task("big-0a1b2c3d", len, "x" * 10_000))
+    dpickle.dumps({"op": "not a task"})
+    totals = ferro_dask.stats()["task_messages"]
+    assert totals["dumps"] == 4
+    header = str(ferro_dask.report()).splitlines()[0]
+    assert f"; 4 dumps, {totals['bytes']:,} bytes (" in header
+    samples = [
+        sample
+        for metric in prometheus_client.REGISTRY.collect()
+        if metric.name == "dask_ferropickle_task_prefix_dumps_bytes"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+    assert sum(sample.value for sample in samples) == totals["bytes"]
+    assert ferro_dask.stats()["task_messages"] == totals  # asking changed nothing
+
+
+def test_messages_that_are_not_tasks_are_reported_apart(installed):
+    dpickle.dumps(Task("inc-0a1b2c3d", int, 1))
+    dpickle.dumps({"op": "not a task"})
+    lines = str(ferro_dask.report()).splitlines()
+    assert lines[0].startswith("ferropickle in this process: installed; 1 dumps, ")
+    assert lines[4].split()[:2] == ["inc", "1"]
+    assert lines[6] == "messages that are not tasks, apart from the task prefixes above"
+    assert lines[8].split()[0] == "message"
+    assert lines[9].split()[:2] == ["(dict)", "1"]
+    assert ferro_dask.stats()["other_messages"]["(dict)"]["dumps"] == 1

@@ -9,21 +9,29 @@ from typing import Any
 
 import dask.config
 
+from ferropickle.dask._accounting import PrefixRow
 from ferropickle.dask._stats import snapshot
 
 logger = logging.getLogger("ferropickle.dask")
 
+_EVERY_CALL = (
+    "every call in this process, the plugin's messages and any other (explain's sizing, the "
+    "by-value writer's one-time self-check, direct calls)"
+)
 #: What each counter of `ferropickle.stats()` counts, as its help text says.
 _COUNTER_HELP = {
-    "dumps_calls": "Calls of ferropickle.dumps in this process (one per task message sent)",
-    "dumps_errors": "ferropickle.dumps calls that raised (the plugin then used distributed's)",
-    "dumps_bytes": "Bytes of pickle streams ferropickle.dumps wrote (in band)",
-    "dumps_ns": "Time spent inside ferropickle.dumps",
+    "dumps_calls": f"Calls of ferropickle.dumps: {_EVERY_CALL}; the plugin's messages alone "
+    "are the task_prefix_* and other_message_* metrics",
+    "dumps_errors": "Calls of ferropickle.dumps that raised (for the plugin's messages, "
+    "distributed's own dumps then wrote them: see fallbacks)",
+    "dumps_bytes": f"Bytes ferropickle.dumps returned, in band only: {_EVERY_CALL}",
+    "dumps_ns": f"Time spent inside ferropickle.dumps: {_EVERY_CALL}",
     "objects_native": "Objects ferropickle.dumps wrote natively, without calling Python code",
     "objects_reduced": "Objects ferropickle.dumps wrote through __reduce_ex__ or a reducer",
     "objects_by_value": "Functions and classes ferropickle.dumps pickled by value",
     "loads_calls": "Calls of ferropickle.loads in this process",
-    "loads_errors": "ferropickle.loads calls that raised (the plugin then used distributed's)",
+    "loads_errors": "Calls of ferropickle.loads that raised (for the plugin's messages, "
+    "distributed's own loads then read them: see fallbacks)",
     "loads_bytes": "Bytes of pickle streams ferropickle.loads read",
     "loads_ns": "Time spent inside ferropickle.loads",
 }
@@ -108,40 +116,44 @@ class _Collector:
             for typename, count in counts.items():
                 fallbacks.add_metric([direction, typename], count)
         yield fallbacks
-        per_prefix = [
-            (
-                CounterMetricFamily(
-                    f"{base}_task_prefix_dumps",
-                    "Messages pickled by ferropickle.dask's dumps, by task prefix",
-                    labels=["task_prefix_name"],
-                ),
-                "dumps",
-                1,
-            ),
-            (
-                CounterMetricFamily(
-                    f"{base}_task_prefix_dumps_bytes",
-                    "Bytes pickled by ferropickle.dask's dumps (out-of-band buffers included), "
-                    "by task prefix",
-                    labels=["task_prefix_name"],
-                ),
-                "nbytes",
-                1,
-            ),
-            (
-                CounterMetricFamily(
-                    f"{base}_task_prefix_dumps_seconds",
-                    "Time spent in ferropickle.dask's dumps, by task prefix",
-                    labels=["task_prefix_name"],
-                ),
-                "ns",
-                1e-9,
-            ),
-        ]
-        for family, column, scale in per_prefix:
-            for prefix, row in now.prefixes:
-                family.add_metric([prefix], getattr(row, column) * scale)
-            yield family
+        yield from _rows(
+            base,
+            "task_prefix",
+            "task messages (graph nodes) the plugin pickled, by task prefix",
+            "task_prefix_name",
+            now.prefixes,
+        )
+        yield from _rows(
+            base,
+            "other_message",
+            "messages that are not tasks the plugin pickled, by type (its own stats/report "
+            "replies are not counted)",
+            "message_type",
+            now.messages,
+        )
+
+
+def _rows(
+    base: str, name: str, what: str, label: str, rows: list[tuple[str, PrefixRow]]
+) -> Iterator[Any]:
+    """The dumps, bytes and seconds counters of one table of the accounting."""
+    from prometheus_client.core import CounterMetricFamily
+
+    columns = (
+        ("dumps", f"Pickles of {what}", "dumps", 1),
+        (
+            "dumps_bytes",
+            f"Bytes of pickles of {what}, out-of-band buffers included",
+            "nbytes",
+            1,
+        ),
+        ("dumps_seconds", f"Time spent pickling {what}", "ns", 1e-9),
+    )
+    for suffix, help_text, column, scale in columns:
+        family = CounterMetricFamily(f"{base}_{name}_{suffix}", help_text, labels=[label])
+        for key, row in rows:
+            family.add_metric([key], getattr(row, column) * scale)
+        yield family
 
 
 def register_prometheus() -> _Collector | None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from dask.utils import format_bytes
 
+from ferropickle.dask._accounting import Reply, total
 from ferropickle.dask._stats import check_sort, on_scheduler, snapshot, top_prefixes
 
 if TYPE_CHECKING:
@@ -19,37 +20,31 @@ class Report(str):
         return str(self)
 
 
-def report_rows(top: int | None, sort: str) -> dict[str, Any]:
+def report_rows(top: int | None, sort: str) -> Reply:
     """Runs where the counters are (the scheduler): the rows and totals `report` prints."""
     now = snapshot()
-    rows = [row for _, row in now.prefixes]
-    return {
-        "installed": now.installed,
-        "prefixes": len(rows),
-        "dumps": sum(row.dumps for row in rows),
-        "bytes": sum(row.nbytes for row in rows),
-        "seconds": sum(row.ns for row in rows) / 1e9,
-        "top": top_prefixes(now.prefixes, now.settings.report_top if top is None else top, sort),
-        "large_pickle_warning": now.settings.large_pickle_warning,
-    }
+    tasks = total(now.prefixes)
+    return Reply(
+        installed=now.installed,
+        prefixes=len(now.prefixes),
+        dumps=tasks.dumps,
+        bytes=tasks.nbytes,
+        seconds=tasks.ns / 1e9,
+        top=top_prefixes(now.prefixes, now.settings.report_top if top is None else top, sort),
+        messages=top_prefixes(now.messages, None, sort),
+        client_here=now.client_here,
+        large_pickle_warning=now.settings.large_pickle_warning,
+    )
 
 
-def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
+def _table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     def us(seconds: float) -> str:
         return f"{seconds * 1e6:,.1f} us"
 
-    header = (
-        f"ferropickle in {where}: {'installed' if data['installed'] else 'NOT installed'}; "
-        f"{data['dumps']:,} dumps, {format_bytes(data['bytes'])}, "
-        f"{data['seconds'] * 1e3:,.1f} ms in {data['prefixes']:,} task prefixes"
-    )
-    top = data["top"]
-    if not top:
-        return Report(header + "\n(nothing pickled yet)")
-    columns = ("task prefix", "dumps", "bytes", "bytes/dumps", "largest", "time", "time/dumps")
+    columns = (title, "dumps", "bytes", "bytes/dumps", "largest", "time", "time/dumps")
     table = [
         (
-            prefix,
+            name,
             f"{row['dumps']:,}",
             format_bytes(row["bytes"]),
             format_bytes(row["bytes"] // max(row["dumps"], 1)),
@@ -57,21 +52,47 @@ def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
             f"{row['seconds'] * 1e3:,.1f} ms",
             us(row["seconds"] / max(row["dumps"], 1)),
         )
-        for prefix, row in top.items()
+        for name, row in rows.items()
     ]
     width = max(len(columns[0]), *(len(row[0]) for row in table))
-    lines = [
-        header,
-        f"top {len(top)} by {sort}"
-        + (
-            f"; pickles from {format_bytes(data['large_pickle_warning'])} are explained in the log"
-            if data["large_pickle_warning"] is not None
-            else ""
-        ),
-        "",
-        f"{columns[0]:<{width}}" + "".join(f" {c:>12}" for c in columns[1:]),
+    return [
+        f"{row[0]:<{width}}" + "".join(f" {c:>12}" for c in row[1:]) for row in [columns, *table]
     ]
-    lines += [f"{row[0]:<{width}}" + "".join(f" {c:>12}" for c in row[1:]) for row in table]
+
+
+def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
+    lines = [
+        f"ferropickle in {where}: {'installed' if data['installed'] else 'NOT installed'}; "
+        f"{data['dumps']:,} dumps, {data['bytes']:,} bytes ({format_bytes(data['bytes'])}), "
+        f"{data['seconds'] * 1e3:,.1f} ms in {data['prefixes']:,} task prefixes"
+    ]
+    top, messages = data["top"], data["messages"]
+    if not top and not messages:
+        return Report(lines[0] + "\n(nothing pickled yet)")
+    if top:
+        lines += [
+            f"top {len(top)} by {sort}"
+            + (
+                f"; pickles from {format_bytes(data['large_pickle_warning'])} are explained in "
+                "the log"
+                if data["large_pickle_warning"] is not None
+                else ""
+            ),
+            "",
+            *_table("task prefix", top),
+        ]
+    if messages:
+        lines += [
+            "",
+            "messages that are not tasks, apart from the task prefixes above"
+            + (
+                " (a Client lives in this process too: its graphs and calls are among them)"
+                if data["client_here"]
+                else ""
+            ),
+            "",
+            *_table("message", messages),
+        ]
     return Report("\n".join(lines))
 
 
@@ -81,8 +102,10 @@ def report(client: Client | None = None, *, top: int | None = None, sort: str = 
     For each of the ``top`` (default ``ferropickle.report.top``) prefixes that cost the most
     by ``sort`` (``"bytes"``, ``"time"``, ``"calls"`` or ``"largest"``): how many messages
     ferropickle wrote, their bytes (out-of-band buffers included), the largest single one and
-    the time spent. Messages that are not graph nodes are listed under their type in
-    parentheses. With no client, this process's counters. Returns a `Report` (a ``str``); with
+    the time spent. Messages that are not tasks (graph nodes) are listed apart, under their
+    type in parentheses; the plugin's own stats/report replies are not counted. The header's
+    totals are the task messages' (what `stats` gives as ``task_messages``). With no client,
+    this process's counters. Returns a `Report` (a ``str``); with
     an asynchronous client, an awaitable of it.
     """
     check_sort(sort)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import distributed
 
 import ferropickle
-from ferropickle.dask._accounting import PrefixRow
+from ferropickle.dask._accounting import PrefixRow, Reply, total
 from ferropickle.dask._settings import Settings
 from ferropickle.dask._state import STATE
 
@@ -33,8 +33,13 @@ class Snapshot:
     #: function handled.
     fallbacks: dict[str, dict[str, int]]
     settings: Settings
-    #: Every task prefix's row, in the order the prefixes were first seen.
+    #: Every task prefix's row (task messages: graph nodes), in the order first seen.
     prefixes: list[tuple[str, PrefixRow]]
+    #: The row of every other message type the wrapper pickled (``(dict)``, ...).
+    messages: list[tuple[str, PrefixRow]]
+    #: Whether a ``Client`` lives in this process too (a LocalCluster in the user's script):
+    #: then its pickles (graphs, run_on_scheduler calls) are among the other messages.
+    client_here: bool
     version: str
     distributed_version: str
 
@@ -55,7 +60,9 @@ def snapshot() -> Snapshot:
         installed=STATE.installed,
         fallbacks=STATE.fallbacks.snapshot(),
         settings=settings,
-        prefixes=STATE.accounting.rows(),
+        prefixes=STATE.accounting.tasks(),
+        messages=STATE.accounting.messages(),
+        client_here=any(c.status != "closed" for c in list(distributed.Client._instances)),
         version=ferropickle.__version__,
         distributed_version=distributed.__version__,
     )
@@ -69,22 +76,24 @@ def check_sort(sort: str) -> str:
     return column
 
 
+def as_dict(row: PrefixRow) -> dict[str, Any]:
+    """A row as `stats` shows it: ``{"dumps", "bytes", "seconds", "largest"}``."""
+    return {
+        "dumps": row.dumps,
+        "bytes": row.nbytes,
+        "seconds": row.ns / 1e9,
+        "largest": row.largest,
+    }
+
+
 def top_prefixes(
-    rows: list[tuple[str, PrefixRow]], top: int, sort: str = "bytes"
+    rows: list[tuple[str, PrefixRow]], top: int | None = None, sort: str = "bytes"
 ) -> dict[str, dict[str, Any]]:
-    """The ``top`` rows costliest by ``sort``, as ``{prefix: {"dumps", "bytes", "seconds",
-    "largest"}}``."""
+    """The ``top`` rows (all if None) costliest by ``sort``, as ``{prefix: {"dumps",
+    "bytes", "seconds", "largest"}}``."""
     column = check_sort(sort)
     ranked = sorted(rows, key=lambda item: getattr(item[1], column), reverse=True)[:top]
-    return {
-        prefix: {
-            "dumps": row.dumps,
-            "bytes": row.nbytes,
-            "seconds": row.ns / 1e9,
-            "largest": row.largest,
-        }
-        for prefix, row in ranked
-    }
+    return {prefix: as_dict(row) for prefix, row in ranked}
 
 
 def local_stats() -> dict[str, Any]:
@@ -93,9 +102,18 @@ def local_stats() -> dict[str, Any]:
     Adds ``installed`` (bool), ``dumps_fallbacks`` and ``loads_fallbacks`` (``{type name:
     count}`` of messages that went through distributed's own function instead),
     ``distributed_version``, ``version`` (ferropickle's), ``large_pickle_warning`` (bytes, or
-    ``None``) and ``task_prefixes``: the ``ferropickle.report.top`` task prefixes that sent the
+    ``None``), ``task_prefixes``: the ``ferropickle.report.top`` task prefixes that sent the
     most bytes, as ``{prefix: {"dumps", "bytes", "seconds", "largest"}}``, costliest first
-    (bytes count out-of-band buffers; ``largest`` is the biggest single pickle).
+    (bytes count out-of-band buffers; ``largest`` is the biggest single pickle),
+    ``task_messages``: the same four for every task message (graph node) the plugin pickled,
+    all prefixes together (what `report` and the ``task_prefix_*`` metrics add up to), and
+    ``other_messages``: ``{"(type)": {...}}`` for the messages that are not tasks (the
+    plugin's own stats/report replies are not counted anywhere).
+
+    ``dumps_calls``, ``dumps_bytes`` and the other counters of `ferropickle.stats()` count
+    every call of ``ferropickle.dumps`` in the process, the plugin's or not (sizing pickles
+    of `explain`, the by-value writer's one-time self-check, direct calls), and in-band bytes
+    only.
     """
     now = snapshot()
     out: dict[str, Any] = dict(now.counters)
@@ -106,7 +124,14 @@ def local_stats() -> dict[str, Any]:
     out["version"] = now.version
     out["large_pickle_warning"] = now.settings.large_pickle_warning
     out["task_prefixes"] = top_prefixes(now.prefixes, now.settings.report_top)
+    out["task_messages"] = as_dict(total(now.prefixes))
+    out["other_messages"] = top_prefixes(now.messages)
     return out
+
+
+def stats_reply() -> Reply:
+    """`local_stats` as the scheduler answers `stats` (not counted by the accounting)."""
+    return Reply(local_stats())
 
 
 def on_scheduler(client: Client, function: Callable[..., Any], *args: Any) -> Any:
@@ -151,4 +176,4 @@ def stats(client: Client | None = None) -> Any:
     """
     if client is None:
         return local_stats()
-    return on_scheduler(client, local_stats)
+    return on_scheduler(client, stats_reply)

@@ -151,7 +151,34 @@ def test_metrics_endpoint_of_a_real_scheduler(configured):
     help_line = next(
         line for line in lines if line.startswith("# HELP myco_ferropickle_dumps_calls")
     )
-    assert "task message" in help_line
+    # It counts every call in the process, and says so (not "one per task message").
+    assert "every call in this process" in help_line
+    assert "self-check" in help_line
+
+
+def test_stats_report_and_metrics_of_a_real_scheduler_agree_to_the_byte(configured):
+    pytest.importorskip("prometheus_client")
+    _cluster, client = configured
+    assert client.gather(client.map(_probe["lookup"], range(5), pure=False)) == [
+        str(i) for i in range(5)
+    ]
+    port = client.run_on_scheduler(_probe["http_port"])
+    first = ferro_dask.stats(client)
+    text = str(ferro_dask.report(client))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    second = ferro_dask.stats(client)
+    # Asking (stats, report, run_on_scheduler) added nothing to what is counted.
+    assert second["task_messages"] == first["task_messages"]
+    assert second["other_messages"] == first["other_messages"]
+    totals = first["task_messages"]
+    assert f" {totals['dumps']:,} dumps, {totals['bytes']:,} bytes (" in text.splitlines()[0]
+    sent = [
+        float(line.split()[-1])
+        for line in lines
+        if line.startswith("myco_ferropickle_task_prefix_dumps_bytes_total{")
+    ]
+    assert sum(sent) == totals["bytes"]
 
 
 def test_a_disabled_preload_says_so_and_changes_nothing():

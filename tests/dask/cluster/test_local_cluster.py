@@ -44,3 +44,35 @@ def test_install_in_process_computes_the_same_as_stock():
             # while installed.
             assert (ferropickle.stats()["dumps_calls"] > calls) is plugin
             ferro_dask.uninstall()
+
+
+def test_a_local_clusters_report_keeps_the_clients_pickles_apart_and_says_so():
+    """The client lives in the scheduler's process: its graphs are pickled by the same
+    function, but they are not task messages."""
+    from distributed import Client, LocalCluster
+
+    assert ferro_dask.install()
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        process = _demo.script_function()
+        paths = _demo.seed_paths(20)
+        assert client.gather(client.map(process, paths, pure=False)) == seed_expected(paths)
+        stats = ferro_dask.stats(client)
+        text = str(ferro_dask.report(client))
+    ferro_dask.uninstall()
+    assert list(stats["task_prefixes"]) == ["process"]
+    assert stats["task_messages"]["dumps"] == 20
+    assert any(name.endswith("Expr)") for name in stats["other_messages"]), stats
+    assert (
+        "messages that are not tasks, apart from the task prefixes above (a Client lives in "
+        "this process too: its graphs and calls are among them)" in text
+    ), text
