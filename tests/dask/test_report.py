@@ -101,3 +101,14 @@ def test_messages_that_are_not_tasks_are_reported_apart(installed):
     assert lines[8].split()[0] == "message"
     assert lines[9].split()[:2] == ["(dict)", "1"]
     assert ferro_dask.stats()["other_messages"]["(dict)"]["dumps"] == 1
+
+
+def test_a_decimal_threshold_is_shown_with_its_exact_bytes():
+    """dask shows sizes in binary units: "500 kB" would come back as "488.28 kiB" alone."""
+    with dask.config.set({"ferropickle.large-pickle-warning": "500 kB"}):
+        assert ferro_dask.install()
+    dpickle.dumps(Task("inc-0a1b2c3d", int, 1))
+    line = str(ferro_dask.report()).splitlines()[1]
+    assert (
+        line == "top 1 by bytes; pickles from 488.28 kiB (500,000 bytes) are explained in the log"
+    )

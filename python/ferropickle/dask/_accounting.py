@@ -12,6 +12,7 @@ from dask._task_spec import GraphNode
 from dask.utils import format_bytes, key_split
 
 from ferropickle.dask._explain import explain, function_name
+from ferropickle.dask._settings import describe_size
 
 logger = logging.getLogger("ferropickle.dask")
 
@@ -126,7 +127,7 @@ class Accounting:
             type(x).__name__,
             f"of task prefix {name!r}" if task else "(not a task)",
             format_bytes(nbytes),
-            format_bytes(int(self._threshold)),
+            describe_size(int(self._threshold)),
             culprit,
             who[1],
         )

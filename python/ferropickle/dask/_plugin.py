@@ -12,12 +12,11 @@ from typing import Any
 
 import dask.config
 import distributed
-from dask.utils import format_bytes
 
 import ferropickle
 from ferropickle.dask import _metrics, _patching
 from ferropickle.dask._family import register_family
-from ferropickle.dask._settings import Settings, flag
+from ferropickle.dask._settings import Settings, describe_size, flag
 from ferropickle.dask._state import STATE
 from ferropickle.dask._wrappers import dumps, loads
 
@@ -131,7 +130,7 @@ def _install(role: str, how: str, *, warn: bool = True) -> bool:
         "" if verified else ", not verified",
         how,
         ", ".join(f"{module.__name__}.{name}" for module, name, _ in STATE.patches),
-        "off" if threshold is None else f"from {format_bytes(threshold)}",
+        "off" if threshold is None else f"from {describe_size(threshold)}",
         " and /metrics" if STATE.collector is not None else "",
     )
     return True

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from dask.utils import format_bytes
 
 from ferropickle.dask._accounting import Reply, total
+from ferropickle.dask._settings import describe_size
 from ferropickle.dask._stats import check_sort, on_scheduler, snapshot, top_prefixes
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
         lines += [
             f"top {len(top)} by {sort}"
             + (
-                f"; pickles from {format_bytes(data['large_pickle_warning'])} are explained in "
+                f"; pickles from {describe_size(data['large_pickle_warning'])} are explained in "
                 "the log"
                 if data["large_pickle_warning"] is not None
                 else ""

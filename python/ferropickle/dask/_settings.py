@@ -9,7 +9,7 @@ from typing import Any
 
 import dask.config
 import yaml
-from dask.utils import parse_bytes
+from dask.utils import format_bytes, parse_bytes
 
 #: The package's defaults, registered with Dask's config when this package is imported.
 DEFAULTS = pathlib.Path(__file__).with_name("ferropickle.yaml")
@@ -81,6 +81,13 @@ def _count(key: str, config: dict[str, Any] | None) -> int:
             f"dask config ferropickle.{key} must be a positive integer (1, 2, ...), not {value!r}"
         )
     return number
+
+
+def describe_size(size: int) -> str:
+    """A byte size setting as the log and the report show it: dask's binary units, and the
+    exact number of bytes when those round it ("500 kB" is "488.28 kiB (500,000 bytes)")."""
+    text = format_bytes(size)
+    return text if parse_bytes(text) == size else f"{text} ({size:,} bytes)"
 
 
 @dataclass(frozen=True)
