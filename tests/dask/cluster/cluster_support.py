@@ -3,13 +3,16 @@ does, and probes sent by value (so asking a worker does not make it import anyth
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import dask
 import dask.bag as db
+from distributed import LocalCluster
 from plugin_support import TIMEOUT, script
 
 from ferropickle import _demo
@@ -64,3 +67,29 @@ def check_seed_workload(client: Any) -> None:
     assert [client.submit(f).result(timeout=TIMEOUT) for f in partials[:5]] == expected[:5]
     delayed = [dask.delayed(f)() for f in partials]
     assert list(dask.compute(*delayed, scheduler=client)) == expected[:20]
+
+
+def local_cluster(**scheduler_kwargs: Any) -> LocalCluster:
+    """A LocalCluster whose scheduler lives in this process, with two worker processes, all on
+    loopback. The HTTP server (/metrics) starts even without a dashboard, on port 8787 by
+    default (a warning if taken): a free loopback port instead."""
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0", **scheduler_kwargs},
+    )
+
+
+@contextlib.contextmanager
+def process_cluster(n_workers: int, **kwargs: Any) -> Iterator[tuple[_demo.ProcessCluster, Any]]:
+    """A `ferropickle._demo.ProcessCluster` (``dask scheduler`` / ``dask worker`` processes)
+    and a client of it, closed in that order."""
+    with _demo.ProcessCluster(n_workers, **kwargs) as cluster:
+        client = cluster.client()
+        try:
+            yield cluster, client
+        finally:
+            client.close()

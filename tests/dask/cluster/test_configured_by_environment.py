@@ -15,6 +15,7 @@ from typing import Any
 
 import distributed
 import pytest
+from cluster_support import process_cluster
 from plugin_support import TIMEOUT
 
 import ferropickle.dask as ferro_dask
@@ -67,12 +68,8 @@ def configured() -> Iterator[tuple[_demo.ProcessCluster, Any]]:
         "DASK_FERROPICKLE__REPORT__TOP": "2",
         "DASK_DISTRIBUTED__DASHBOARD__PROMETHEUS__NAMESPACE": "myco",
     }
-    with _demo.ProcessCluster(1, env=env) as cluster:
-        client = cluster.client()
-        try:
-            yield cluster, client
-        finally:
-            client.close()
+    with process_cluster(1, env=env) as (cluster, client):
+        yield cluster, client
 
 
 def test_the_scheduler_log_says_ferropickle_is_active(configured):
@@ -188,13 +185,9 @@ def test_a_disabled_preload_says_so_and_changes_nothing():
         # Not even read: a disabled preload does not check the other settings.
         "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "lots",
     }
-    with _demo.ProcessCluster(1, env=env) as cluster:
-        client = cluster.client()
-        try:
-            assert ferro_dask.stats(client)["installed"] is False
-            assert client.submit(abs, -3).result(TIMEOUT) == 3
-        finally:
-            client.close()
+    with process_cluster(1, env=env) as (cluster, client):
+        assert ferro_dask.stats(client)["installed"] is False
+        assert client.submit(abs, -3).result(TIMEOUT) == 3
         log = scheduler_log(cluster)
     assert (
         "ferropickle.dask - INFO - ferropickle.dask preload in this scheduler: not installed, "
@@ -231,13 +224,9 @@ def test_a_scheduler_with_invalid_settings_logs_one_line_and_exits_non_zero():
 
 
 def test_install_through_run_on_scheduler_logs_the_active_line():
-    with _demo.ProcessCluster(1) as cluster:
-        client = cluster.client()
-        try:
-            assert client.run_on_scheduler(ferro_dask.install) is True
-            assert ferro_dask.stats(client)["installed"] is True
-        finally:
-            client.close()
+    with process_cluster(1) as (cluster, client):
+        assert client.run_on_scheduler(ferro_dask.install) is True
+        assert ferro_dask.stats(client)["installed"] is True
         log = wait_for_log(cluster, " active in this scheduler ")
     [line] = [line for line in log.splitlines() if " active in this scheduler " in line]
     assert "ferropickle.dask - INFO - " in line

@@ -1,10 +1,12 @@
-"""``install()`` in the process that hosts a ``LocalCluster``'s scheduler (its workers are
-separate, stock processes)."""
+"""``install()`` in the process that hosts a ``LocalCluster``'s scheduler and its client (the
+workers are separate, stock processes): the same results as stock, and a report that keeps
+the client's pickles apart from the scheduler's task messages."""
 
 from __future__ import annotations
 
 import pytest
-from cluster_support import check_graphs, seed_expected
+from cluster_support import check_graphs, local_cluster, seed_expected
+from distributed import Client
 
 import ferropickle
 import ferropickle.dask as ferro_dask
@@ -16,19 +18,8 @@ pytestmark = pytest.mark.slow
 def test_install_in_process_computes_the_same_as_stock():
     """``install()`` in a process that hosts the scheduler (``LocalCluster``; its workers are
     separate, stock processes): the same graphs, with the plugin and after ``uninstall``."""
-    from distributed import Client, LocalCluster
-
     with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # The HTTP server (/metrics) starts even without a dashboard, on port 8787 by
-            # default (a warning if taken): a free loopback port instead.
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            host="127.0.0.1",
-        ) as cluster,
+        local_cluster() as cluster,
         Client(cluster) as client,
     ):
         paths = _demo.seed_paths(50)
@@ -49,18 +40,9 @@ def test_install_in_process_computes_the_same_as_stock():
 def test_a_local_clusters_report_keeps_the_clients_pickles_apart_and_says_so():
     """The client lives in the scheduler's process: its graphs are pickled by the same
     function, but they are not task messages."""
-    from distributed import Client, LocalCluster
-
     assert ferro_dask.install()
     with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            host="127.0.0.1",
-        ) as cluster,
+        local_cluster() as cluster,
         Client(cluster) as client,
     ):
         process = _demo.script_function()

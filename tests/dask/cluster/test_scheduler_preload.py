@@ -18,6 +18,7 @@ from cluster_support import (
     check_graphs,
     check_seed_workload,
     http_port,
+    process_cluster,
     worker_imported_ferropickle,
 )
 from plugin_support import SUBPROCESS_ENV, TIMEOUT, script
@@ -31,18 +32,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def scheduler_only() -> Iterator[Any]:
     """``dask scheduler --preload ferropickle.dask`` and two stock workers."""
-    with _demo.ProcessCluster(
-        2, scheduler_preload=["ferropickle.dask"], env=SUBPROCESS_ENV
-    ) as cluster:
-        client = cluster.client()
-        try:
-            yield client
-            # Whatever ran on this cluster, the workers never needed ferropickle.
-            assert client.run(worker_imported_ferropickle) == dict.fromkeys(
-                client.scheduler_info()["workers"], False
-            )
-        finally:
-            client.close()
+    with process_cluster(2, scheduler_preload=["ferropickle.dask"], env=SUBPROCESS_ENV) as (
+        _cluster,
+        client,
+    ):
+        yield client
+        # Whatever ran on this cluster, the workers never needed ferropickle.
+        assert client.run(worker_imported_ferropickle) == dict.fromkeys(
+            client.scheduler_info()["workers"], False
+        )
 
 
 def test_scheduler_only_preload_runs_the_seed_workload_on_stock_workers(scheduler_only):

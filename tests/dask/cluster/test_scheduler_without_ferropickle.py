@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cluster_support import process_cluster
 
 import ferropickle.dask as ferro_dask
-from ferropickle import _demo
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +26,8 @@ def stock_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         "import sys\nsys.modules['ferropickle'] = None  # not installed here\n"
     )
     pythonpath = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
-    with _demo.ProcessCluster(1, env={"PYTHONPATH": pythonpath}) as cluster:
-        client = cluster.client()
-        try:
-            yield client
-        finally:
-            client.close()
+    with process_cluster(1, env={"PYTHONPATH": pythonpath}) as (_cluster, client):
+        yield client
 
 
 def test_stats_says_the_scheduler_lacks_ferropickle_and_how_to_enable_it(stock_scheduler):
