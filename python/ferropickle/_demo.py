@@ -297,7 +297,13 @@ def run_workload(
     index = {future.key: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with tqdm(
-        total=len(futures), desc=label, unit="task", disable=not progress, file=sys.stderr
+        total=len(futures),
+        desc=label,
+        unit="task",
+        # None: tqdm's own check, off when stderr is not a terminal (a file, a CI log), where
+        # its carriage returns would pile up as one line per refresh.
+        disable=None if progress else True,
+        file=sys.stderr,
     ) as bar:
         for future, result in as_completed(futures, with_results=True):
             results[index[future.key]] = result

@@ -1,4 +1,4 @@
-"""Real clusters give stock Dask's results when the user changes state between submits (issue 7).
+"""Real clusters give stock Dask's results when the user changes state between submits.
 
 With a ``LocalCluster`` the scheduler runs in the user's process, next to the script that
 rebinds its globals; each task must carry its function as it is when the scheduler pickles it.
@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster
+from cluster_support import local_cluster
+from distributed import Client
 
 import ferropickle.dask as ferro_dask
 from ferropickle import _demo
@@ -60,17 +61,6 @@ def mapped(client: Client, f: Callable[[int], int], i: int) -> int:
 
 
 STOCK = [1, 101, 1102]
-
-
-def local_cluster(**scheduler_kwargs: Any) -> LocalCluster:
-    return LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        host="127.0.0.1",
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0", **scheduler_kwargs},
-    )
 
 
 @pytest.fixture

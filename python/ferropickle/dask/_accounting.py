@@ -1,0 +1,150 @@
+"""What is expensive to send: every ``dumps`` counted per task prefix, and a large pickle
+explained in the log once per function."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from dask._task_spec import GraphNode
+from dask.utils import format_bytes, key_split
+
+from ferropickle.dask._explain import explain, function_name
+from ferropickle.dask._settings import describe_size
+
+logger = logging.getLogger("ferropickle.dask")
+
+#: The row that collects task prefixes (or message types) beyond
+#: ``ferropickle.report.max-prefixes``.
+OTHER_PREFIX = "(other)"
+
+#: How many task prefixes are counted apart until the plugin installs with its settings.
+_MAX_PREFIXES = 1000
+
+
+class Reply(dict):  # type: ignore[type-arg]
+    """The plugin's own answer to `stats` / `report`, as the scheduler sends it back: not
+    counted (asking must not change the numbers asked for), and read by the client as the
+    plain ``dict`` it is."""
+
+    def __reduce__(self) -> tuple[type, tuple[dict]]:  # type: ignore[type-arg]
+        return (dict, (dict(self),))
+
+
+@dataclass(slots=True)
+class PrefixRow:
+    """What one task prefix (or message type) cost: its ``dumps`` calls, their bytes (in band
+    plus out of band), the nanoseconds they took and the largest single pickle."""
+
+    dumps: int = 0
+    nbytes: int = 0
+    ns: int = 0
+    largest: int = 0
+
+    def copy(self) -> PrefixRow:
+        return PrefixRow(self.dumps, self.nbytes, self.ns, self.largest)
+
+
+def total(rows: list[tuple[str, PrefixRow]]) -> PrefixRow:
+    """The rows added up (``largest``: the largest of all)."""
+    out = PrefixRow()
+    for _, row in rows:
+        out.dumps += row.dumps
+        out.nbytes += row.nbytes
+        out.ns += row.ns
+        out.largest = max(out.largest, row.largest)
+    return out
+
+
+class Accounting:
+    """Per-task-prefix rows for task messages (graph nodes), per-type rows for every other
+    message, and which pickles were already explained.
+
+    The two tables are apart: a message that is not a task never takes a task prefix's slot.
+    Until `configure` applies the settings (when the plugin installs), no pickle is explained
+    and the default number of prefixes is counted apart.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: dict[str, PrefixRow] = {}
+        self._messages: dict[str, PrefixRow] = {}
+        # (prefix or type, function) pairs whose large pickle was already explained in the log.
+        self._warned: set[tuple[str, str]] = set()
+        self._type_names: dict[type, str] = {}
+        self._threshold: float = float("inf")
+        self._max_prefixes = _MAX_PREFIXES
+
+    def configure(self, large_pickle_warning: int | None, max_prefixes: int) -> None:
+        self._threshold = float("inf") if large_pickle_warning is None else large_pickle_warning
+        self._max_prefixes = max_prefixes
+
+    def count(self, x: Any, nbytes: int, elapsed_ns: int) -> None:
+        """Counts one pickle of ``x``: against its task prefix if it is a graph node, else
+        against its type; explains it if it is large. The plugin's own replies are skipped."""
+        if isinstance(x, GraphNode):
+            # lru-cached in dask; the scheduler has already split this key for its TaskState.
+            name = key_split(x.key)
+            table = self._tasks
+        else:
+            tp = type(x)
+            if tp is Reply:
+                return
+            name = self._type_names.get(tp)
+            if name is None:
+                name = self._type_names.setdefault(tp, f"({tp.__qualname__})")
+            table = self._messages
+        with self._lock:
+            row = table.get(name)
+            if row is None:
+                row = table.setdefault(
+                    name if len(table) < self._max_prefixes else OTHER_PREFIX, PrefixRow()
+                )
+            row.dumps += 1
+            row.nbytes += nbytes
+            row.ns += elapsed_ns
+            if nbytes > row.largest:
+                row.largest = nbytes
+        if nbytes >= self._threshold:
+            self._warn_large(x, name, table is self._tasks, nbytes)
+
+    def _warn_large(self, x: Any, name: str, task: bool, nbytes: int) -> None:
+        who = (name, function_name(x))
+        with self._lock:
+            if who in self._warned:
+                return
+            self._warned.add(who)
+        try:
+            culprit = explain(x)
+        except Exception as exc:  # the explanation must never break a dumps
+            culprit = f"<{type(x).__name__}> (could not look inside: {type(exc).__name__}: {exc})"
+        logger.warning(
+            "ferropickle: a %s message %s pickled to %s (ferropickle.large-pickle-warning: %s); "
+            "the biggest part is %s. Logged once per function (%s); "
+            "ferropickle.dask.report(client) ranks task prefixes by bytes sent.",
+            type(x).__name__,
+            f"of task prefix {name!r}" if task else "(not a task)",
+            format_bytes(nbytes),
+            describe_size(int(self._threshold)),
+            culprit,
+            who[1],
+        )
+
+    def tasks(self) -> list[tuple[str, PrefixRow]]:
+        """A copy of every task prefix's row, in the order the prefixes were first seen."""
+        with self._lock:
+            return [(prefix, row.copy()) for prefix, row in self._tasks.items()]
+
+    def messages(self) -> list[tuple[str, PrefixRow]]:
+        """A copy of the row of every other message type, ``(dict)``, ``(LLGExpr)``, ..."""
+        with self._lock:
+            return [(name, row.copy()) for name, row in self._messages.items()]
+
+    def reset(self) -> None:
+        """Forgets every row and every explained pickle."""
+        with self._lock:
+            self._tasks.clear()
+            self._messages.clear()
+            self._warned.clear()
