@@ -3,6 +3,7 @@ generated programs (see ``differential_dumps.py``).
 
     python fuzz/fuzz_dumps.py CORPUS -max_total_time=60        # what .ci/run does
     python fuzz/fuzz_dumps.py --loop --seconds 60 [--seed N]   # random programs, no atheris
+    python fuzz/fuzz_dumps.py --reduce FILE                    # shrinks a saved mismatch
 
 libFuzzer's bytes are the program's decisions, so its mutations steer the generator; with the
 extension built by ``fuzz/build-instrumented`` it also sees the Rust code's edges. A mismatch
@@ -85,6 +86,47 @@ def loop(args) -> None:
     print(stats.line(), file=sys.stderr)
 
 
+def mismatch_class(differential_dumps, data: bytes) -> str | None:
+    try:
+        differential_dumps.run(data)
+    except differential_dumps.Mismatch as e:
+        return differential_dumps.classify(e.tags)
+    return None
+
+
+def reduce(path: pathlib.Path) -> None:
+    """Shrinks the input in `path` while it keeps a mismatch of the same class: drops chunks of
+    bytes, then lowers each byte (a smaller decision is a simpler choice); rewrites the file and
+    prints the mismatch."""
+    import differential_dumps
+
+    data = path.read_bytes()
+    cls = mismatch_class(differential_dumps, data)
+    if cls is None:
+        sys.exit(f"{path}: no mismatch")
+    size = len(data) // 2
+    while size >= 1:
+        i = 0
+        while i < len(data):
+            candidate = data[:i] + data[i + size :]
+            if mismatch_class(differential_dumps, candidate) == cls:
+                data = candidate
+            else:
+                i += size
+        size //= 2
+    for i in range(len(data)):
+        for byte in sorted({0, data[i] // 2, max(data[i] - 1, 0)} - {data[i]}):
+            candidate = data[:i] + bytes([byte]) + data[i + 1 :]
+            if mismatch_class(differential_dumps, candidate) == cls:
+                data = candidate
+                break
+    path.write_bytes(data)
+    try:
+        differential_dumps.run(data)
+    except differential_dumps.Mismatch as e:
+        print(f"{path} ({len(data)} bytes, {cls}):\n{e}")
+
+
 def fuzz() -> None:
     import atheris
     import engine
@@ -98,6 +140,9 @@ def fuzz() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--reduce"]:
+        reduce(pathlib.Path(sys.argv[2]))
+        return
     if "--loop" not in sys.argv:
         fuzz()
         return
