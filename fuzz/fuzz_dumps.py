@@ -1,6 +1,7 @@
 """atheris target: ``ferropickle.dumps`` against ``cloudpickle.dumps``/``pickle.dumps`` on
 generated programs (see ``differential_dumps.py``).
 
+    python fuzz/make_corpus.py --dumps CORPUS                  # random seed programs
     python fuzz/fuzz_dumps.py CORPUS -max_total_time=60        # what .ci/run does
     python fuzz/fuzz_dumps.py --loop --seconds 60 [--seed N]   # random programs, no atheris
     python fuzz/fuzz_dumps.py --reduce FILE                    # shrinks a saved mismatch
