@@ -31,8 +31,11 @@ KNOWN_DUMPS_DEFECTS = {
     "module-none-function": (
         "a function whose __module__ is None is by value (cloudpickle asks whichmodule)"
     ),
-    "renamed-by-value-module-function": (
-        "a function of a by-value module renamed since is not written as cloudpickle does"
+    "renamed-by-value-module-class": (
+        "a class of a by-value module renamed since raises where cloudpickle writes it by name"
+    ),
+    "stale-by-reference-function-qualname-changed": (
+        "the by-reference cache does not re-check a function's current __qualname__"
     ),
     "builtin-type-by-name-generic-alias-default": (
         "types cloudpickle writes as _builtin_type(name) are written by name"
