@@ -75,7 +75,18 @@ def one(differential_dumps, data: bytes, stats: Stats, verbose: bool) -> None:
     stats.tick()
 
 
+def preload() -> None:
+    """Preloads libFuzzer where atheris is installed (an instrumented extension needs its
+    hooks); without atheris, the extension can only be a plain build, which needs nothing."""
+    try:
+        import engine
+    except ImportError:
+        return
+    engine.preload()
+
+
 def loop(args) -> None:
+    preload()
     import differential_dumps
 
     rng = random.Random(args.seed)
@@ -99,6 +110,7 @@ def reduce(path: pathlib.Path) -> None:
     """Shrinks the input in `path` while it keeps a mismatch of the same class: drops chunks of
     bytes, then lowers each byte (a smaller decision is a simpler choice); rewrites the file and
     prints the mismatch."""
+    preload()
     import differential_dumps
 
     data = path.read_bytes()
