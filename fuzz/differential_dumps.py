@@ -30,6 +30,7 @@ import pickle
 import sys
 import textwrap
 import types
+import typing
 
 import cloudpickle
 
@@ -425,9 +426,18 @@ def compare(obj, where: str, tags: set[str], dumps=ferropickle.dumps) -> int:
     return count
 
 
-def run(data: bytes) -> int:
-    """Generates the program `data` encodes and runs it; returns the number of comparisons.
-    Raises Mismatch when ferropickle and cloudpickle disagree."""
+class Generated(typing.NamedTuple):
+    source: str
+    kind: str  # "main", "module" or "by-value"
+    steps: list[str]  # "@dump", "@register", "@unregister" or a statement
+    step_tags: list[set[str]]  # the features each step adds when it runs
+    target: str  # the expression pickled
+    tags: set[str]  # the features of the module and the target
+
+
+def generate(data: bytes) -> Generated:
+    """The program `data` encodes (the order of decisions is the replay format of
+    ``fuzz/found/dumps/``: keep it)."""
     c = Choices(data)
     program = Program(c)
     for i in range(1 + c.below(6)):
@@ -442,13 +452,18 @@ def run(data: bytes) -> int:
         step_tags += [program.tags - before, set()]
         program.tags = before
     target = program.target()
-    tags = program.tags
+    return Generated("\n".join(program.lines), kind, steps, step_tags, target, program.tags)
+
+
+def run(data: bytes) -> int:
+    """Generates the program `data` encodes and runs it; returns the number of comparisons.
+    Raises Mismatch when ferropickle and cloudpickle disagree."""
+    source, kind, steps, step_tags, target, tags = generate(data)
 
     module = types.ModuleType(MODULE)
     namespace = module.__dict__
     if kind == "main":
         namespace["__name__"] = "__main__"
-    source = "\n".join(program.lines)
     ferropickle.cache_clear()
     sys.modules[MODULE] = module
     try:

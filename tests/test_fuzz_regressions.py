@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import pickle
+import random
 
 import pytest
 
@@ -94,6 +95,24 @@ def test_the_dumps_harness_sees_a_difference():
     with pytest.raises(differential_dumps.Mismatch, match="same meaning"):
         differential_dumps.compare([shared, shared], "a shared list", set(), dumps=unframed)
     assert differential_dumps.compare([shared, shared], "a shared list", set()) == 3
+
+
+def test_the_dumps_generator_reaches_every_kind_of_object_and_change():
+    """Random inputs make programs of every kind the fuzzer is meant to cover: the three kinds
+    of module, each kind of definition and value, and each change between two calls."""
+    rng = random.Random(0)
+    seen: set[str] = set()
+    for _ in range(500):
+        program = differential_dumps.generate(rng.randbytes(rng.randrange(16, 256)))
+        seen |= program.tags.union(*program.step_tags)
+    assert seen >= {
+        *("in-main", "in-module", "in-by-value"),
+        *("lambda", "closure", "class", "partial", "reduce", "reduce-name", "shared"),
+        *("numpy", "builtin-type", "fresh-tuple", "frozenset", "namespace"),
+        *("rebind", "defaults", "cell", "qualname", "module-main", "module-none"),
+        *("attribute", "recreate", "partial-dict", "register", "unregister"),
+        *("module-renamed", "extra-ref"),
+    }
 
 
 @pytest.mark.parametrize(
