@@ -9,9 +9,11 @@ stream can only build plain data, so neither side runs anything but the unpickle
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import pickletools
 import re
+import sys
 
 import ferropickle
 
@@ -70,8 +72,22 @@ def outcome(loads, data: bytes) -> tuple[str, str]:
         return ("value", type(value).__name__)
 
 
+@contextlib.contextmanager
+def printed_errors():
+    """The exceptions C code reports with ``PyErr_Print`` (through ``sys.excepthook``) instead
+    of raising them, e.g. a bytearray freed while a buffer of it is still exported."""
+    printed: list[str] = []
+    hook = sys.excepthook
+    sys.excepthook = lambda kind, value, tb: printed.append(f"{kind.__name__}: {value}")
+    try:
+        yield printed
+    finally:
+        sys.excepthook = hook
+
+
 def check(data: bytes) -> None:
-    """Raises AssertionError when the two unpicklers disagree on `data`."""
+    """Raises AssertionError when the two unpicklers disagree on `data`, or when loading it
+    makes ours report an error pickle's doesn't."""
     outside, hostile = scan(data)
     if outside:
         return
@@ -79,13 +95,17 @@ def check(data: bytes) -> None:
         # Only ours: whatever it gives, it must give it without crashing or blowing up.
         outcome(ferropickle.loads, data)
         return
-    theirs = outcome(pickle.loads, data)
+    with printed_errors() as their_errors:
+        theirs = outcome(pickle.loads, data)
     if theirs == ("exception", "allocation"):
         # C pickle allocates what a length or memo index claims before reading it, and the
         # allocator refused (MemoryError, or "... too large" OverflowError); we check the claim
         # against the input first (bounded memory), so report truncation, or for a sparse memo
         # index, just use it. The deliberate difference (see docs/compatibility.md).
         return
-    ours = outcome(ferropickle.loads, data)
+    with printed_errors() as our_errors:
+        ours = outcome(ferropickle.loads, data)
     if theirs != ours:
         raise AssertionError(f"{data!r}: pickle {theirs}, ferropickle {ours}")
+    if [e for e in our_errors if e not in their_errors]:
+        raise AssertionError(f"{data!r}: printed errors: pickle {their_errors}, ours {our_errors}")

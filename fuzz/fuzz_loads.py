@@ -3,9 +3,11 @@
     python fuzz/fuzz_loads.py fuzz/corpus -max_total_time=60     # what .ci/run does
     python fuzz/fuzz_loads.py fuzz/corpus -jobs=2 -workers=2      # a long run, until stopped
 
-The seed corpus is made by ``python fuzz/make_corpus.py``. Every input the fuzzer ever found
-goes into ``fuzz/found/`` (``-artifact_prefix=fuzz/found/``), and
-``tests/loads/test_fuzz_regressions.py`` replays each of them on every test run.
+The seed corpus is made by ``python fuzz/make_corpus.py``. With the extension built by
+``fuzz/build-instrumented``, libFuzzer also sees the edges of the Rust loader (see
+``engine.py``). Every input the fuzzer ever found goes into ``fuzz/found/``
+(``-artifact_prefix=fuzz/found/``), and ``tests/loads/test_fuzz_regressions.py`` replays each
+of them on every test run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import sys
 import atheris
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import engine
+
+engine.preload()
 
 with atheris.instrument_imports():
     import differential
@@ -29,8 +35,7 @@ def main() -> None:
     # Both unpicklers recurse into nothing, but a hostile stream can build deep structures
     # whose repr() recurses: keep the comparison's own recursion bounded.
     sys.setrecursionlimit(2000)
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
+    engine.fuzz(one_input)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
-"""Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol.
+"""Writes the seed corpus of ``fuzz_loads.py``: pickles of varied plain data at every protocol;
+with ``--dumps``, of ``fuzz_dumps.py``: random programs (each byte is a decision of the
+generator) long enough to define several names and steps, so libFuzzer starts from programs of
+a useful size rather than growing them from one byte.
 
-python fuzz/make_corpus.py [DIR]      # DIR defaults to fuzz/corpus
+python fuzz/make_corpus.py [DIR]            # DIR defaults to fuzz/corpus
+python fuzz/make_corpus.py --dumps DIR
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import pickle
+import random
 import sys
 
 SEEDS = [
@@ -54,10 +59,24 @@ SEEDS = [
 ]
 
 
+def dumps_seeds(out: pathlib.Path) -> None:
+    rng = random.Random(0)
+    for _ in range(64):
+        data = rng.randbytes(rng.randrange(64, 256))
+        (out / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    dumps = args[:1] == ["--dumps"]
+    if dumps:
+        args = args[1:]
     default = pathlib.Path(__file__).parent / "corpus"
-    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    out = pathlib.Path(args[0]) if args else default
     out.mkdir(parents=True, exist_ok=True)
+    if dumps:
+        dumps_seeds(out)
+        return
     shared: list = [1, "two"]
     for obj in [*SEEDS, [shared, shared], {"k": shared, "j": shared}]:
         for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
