@@ -24,12 +24,34 @@ def _version() -> str:
     )
 
 
-#: What the demo imports that ferropickle itself does not need (the demo extra installs them).
-_DEMO_NEEDS = ("distributed", "numpy", "pandas", "tqdm")
+#: What the demo imports that ferropickle itself does not need, and the requirement that
+#: installs each: the ``demo`` extra of pyproject.toml, which a test keeps equal to this.
+_DEMO_NEEDS = {
+    "distributed": "dask[distributed]>=2025.1",
+    "numpy": "numpy>=1.26",
+    "pandas": "pandas>=2.1",
+    "tqdm": "tqdm>=4.60",
+}
+
+#: The demo's default size: the one docs/performance.md's table was measured with.
+DEFAULT_TASKS = 3000
 
 
-def _missing(modules: tuple[str, ...]) -> list[str]:
+def _missing(modules: dict[str, str]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def _missing_message(prog: str, missing: list[str]) -> str:
+    """What to install for the demo. ferropickle is not on the package index, so the hint is
+    the requirements themselves, which pip finds wherever ferropickle came from."""
+    names = ", ".join(missing)
+    verb = "is" if len(missing) == 1 else "are"
+    requirements = " ".join(f"'{_DEMO_NEEDS[name]}'" for name in missing)
+    return (
+        f"{prog} demo needs {names}, which {verb} not installed: "
+        f"python -m pip install {requirements} (in a source checkout or an unpacked sdist, "
+        "python -m pip install '.[demo]' installs ferropickle with all of them)."
+    )
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -62,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="a real local Dask cluster, stock vs --preload ferropickle.dask (needs dask)"
     )
     demo.add_argument(
-        "--tasks", type=_positive(int), default=5000, help="tasks to map (default 5000)"
+        "--tasks",
+        type=_positive(int),
+        default=DEFAULT_TASKS,
+        help=f"tasks to map (default {DEFAULT_TASKS})",
     )
     demo.add_argument(
         "--workers", type=_positive(int), default=2, help="worker processes (default 2)"
@@ -72,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # "demo" is the one command (argparse requires it).
     missing = _missing(_DEMO_NEEDS)
     if missing:
-        print(
-            f"{parser.prog} demo needs {', '.join(missing)}, which is not installed: "
-            "install the demo extra, python -m pip install 'ferropickle[demo]' (from a "
-            "source checkout: python -m pip install '.[demo]').",
-            file=sys.stderr,
-        )
+        print(_missing_message(parser.prog, missing), file=sys.stderr)
         return 2
     from ferropickle import _demo
 

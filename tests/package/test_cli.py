@@ -4,7 +4,9 @@ checkout and are ``benches/run.py``, tested in ``test_bench_runner.py``.)"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -46,8 +48,28 @@ def test_demo_without_its_extra_names_it(tmp_path):
     result = run_cli("sys.modules['numpy'] = sys.modules['pandas'] = None", "demo", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "demo needs numpy, pandas, which is not installed" in result.stderr
-    assert "python -m pip install 'ferropickle[demo]'" in result.stderr
+    assert "demo needs numpy, pandas, which are not installed" in result.stderr
+    # ferropickle is not on the package index: the hint names what pip can find anywhere.
+    assert "python -m pip install 'numpy>=1.26' 'pandas>=2.1'" in result.stderr
+    assert "ferropickle[demo]" not in result.stderr
+
+
+def test_demo_without_one_module_says_is(tmp_path):
+    result = run_cli("sys.modules['tqdm'] = None", "demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "demo needs tqdm, which is not installed: python -m pip install 'tqdm" in result.stderr
+
+
+def test_the_missing_module_hint_installs_what_the_demo_extra_does():
+    """The requirements the hint names are the ``demo`` extra's, as pip reads the metadata."""
+    from ferropickle.__main__ import _DEMO_NEEDS
+
+    extra = {
+        req.split(";")[0].strip().replace(" ", "")
+        for req in importlib.metadata.requires("ferropickle") or []
+        if re.search(r"""extra\s*==\s*["']demo["']""", req)
+    }
+    assert extra == {req.replace(" ", "") for req in _DEMO_NEEDS.values()}
 
 
 def test_the_installed_command_calls_itself_ferropickle(tmp_path):

@@ -40,3 +40,35 @@ def test_the_demo_runs_a_real_cluster_twice_and_gets_identical_results():
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"results identical\s+yes", result.stdout), result.stdout
     assert "scheduler CPU per task" in result.stdout
+
+
+#: Defined as in a script, so that it is pickled by value: the workers can't import this module.
+CAN_IMPORT_FERROPICKLE = """
+def process():
+    try:
+        import ferropickle
+    except ImportError:
+        return False
+    return True
+"""
+
+
+@pytest.mark.slow
+def test_the_demo_workers_cannot_import_ferropickle():
+    """The demo says its workers run without ferropickle: they share its environment, so it
+    starts them with ferropickle made unimportable, and they still run the plugin's tasks."""
+    from ferropickle import _demo
+
+    with _demo.ProcessCluster(
+        2, scheduler_preload=["ferropickle.dask"], workers_without_ferropickle=True
+    ) as cluster:
+        client = cluster.client()
+        try:
+            probe = _demo.script_function(CAN_IMPORT_FERROPICKLE)
+            assert client.run_on_scheduler(probe) is True
+            assert set(client.run(probe).values()) == {False}
+            process = _demo.script_function()
+            paths = _demo.seed_paths(20)
+            assert client.gather(client.map(process, paths)) == [process(p) for p in paths]
+        finally:
+            client.close()
