@@ -19,7 +19,8 @@ mod slots;
 mod stats;
 mod writer;
 
-use dumps::{code, globals};
+use dumps::global_kind as globals;
+use dumps::types::code;
 
 pub use errors::{PicklingError, UnpicklingError};
 

@@ -25,9 +25,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use super::lookup::Lookup;
-use super::Pickler;
-use super::{by_value, globals, reduce};
+use super::{by_value, reduce};
+use crate::dumps::global_kind;
+use crate::dumps::lookup::Lookup;
+use crate::dumps::Pickler;
 use crate::opcodes::{EMPTY_TUPLE, REDUCE};
 
 extern "C" {
@@ -87,7 +88,7 @@ pub fn save_module<'py>(p: &mut Pickler<'py>, module: &Bound<'py, PyAny>) -> PyR
     let Ok(name) = name.cast_into::<PyString>() else {
         return Ok(false);
     };
-    if globals::registered_by_value(py, p.lookup, name.to_str()?)? {
+    if global_kind::registered_by_value(py, p.lookup, name.to_str()?)? {
         return Ok(false);
     }
     // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to `sys.modules`.

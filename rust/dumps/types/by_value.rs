@@ -35,9 +35,9 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
 use super::code;
-use super::lookup::Lookup;
 use super::reduce;
-use super::{describe, Pickler};
+use crate::dumps::lookup::Lookup;
+use crate::dumps::{describe, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE2};
 
@@ -372,7 +372,7 @@ fn probe(py: Python<'_>, lookup: &Lookup) -> PyResult<bool> {
         .ok_or_else(|| pickling_error("probe"))?;
     for sample in samples.try_iter()? {
         let sample = sample?;
-        let ours = super::dumps(py, &sample, Some(5), None)?;
+        let ours = crate::dumps::dumps(py, &sample, Some(5), None)?;
         let theirs = cloudpickle_dumps.call1((&sample, 5))?;
         if !optimize.call1((ours,))?.eq(optimize.call1((theirs,))?)? {
             return Ok(false);

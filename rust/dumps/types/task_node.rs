@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::Pickler;
+use crate::dumps::Pickler;
 use crate::layouts::dask::{Field, Node, Role, Shape};
 use crate::opcodes::*;
 

@@ -7,7 +7,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use super::{describe, globals, short_repr, Pickler};
+use crate::dumps::global_kind;
+use crate::dumps::{describe, short_repr, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::*;
 use crate::writer::BATCHSIZE;
@@ -33,7 +34,7 @@ pub fn save_reduced<'py>(
         None => {
             // SAFETY: type check on a live object.
             if unsafe { ffi::PyCFunction_Check(obj.as_ptr()) } != 0 {
-                if let Some(kind) = globals::cached(py, obj) {
+                if let Some(kind) = global_kind::cached(py, obj) {
                     return p.write_global(obj, kind);
                 }
             }
