@@ -5,7 +5,7 @@
 //!   `_code_reduce` builds them for this Python (3.10: 16 fields, 3.11+: 18 with `co_qualname`
 //!   and `co_exceptiontable`), including its deterministic `co_filename` and its fresh copies
 //!   of the name tuples. Whether that matches the installed cloudpickle is checked once
-//!   (`by_value::native`); if not, code objects go through its `_code_reduce`.
+//!   (`cloudpickle_check.rs`); if not, code objects go through its `_code_reduce`.
 //! - A cell is `_make_cell(contents)` or `_make_empty_cell()` (`_cell_reduce`).
 //! - A module importable by name is `subimport(name)` (`_module_reduce`); anything else goes to
 //!   cloudpickle's `_module_reduce` (modules registered by value become `dynamic_subimport`).
@@ -25,7 +25,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use super::{by_value, reduce};
+use super::reduce;
+use crate::dumps::cloudpickle_check;
 use crate::dumps::global_kind;
 use crate::dumps::lookup::Lookup;
 use crate::dumps::Pickler;
@@ -125,7 +126,7 @@ fn save_code_type(p: &mut Pickler<'_>) -> PyResult<()> {
 /// with this Python's constructor fields, in their order.
 pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
-    if !by_value::native(py, p.lookup) {
+    if !cloudpickle_check::native(py, p.lookup) {
         let reducer = p
             .lookup
             .cloudpickle_dispatch
