@@ -19,9 +19,6 @@ mod slots;
 mod stats;
 mod writer;
 
-use dumps::global_kind as globals;
-use dumps::types::code;
-
 pub use errors::{PicklingError, UnpicklingError};
 
 /// Pickle `obj` to a standard pickle stream (see the `.pyi` stub for the full contract).
@@ -53,9 +50,10 @@ fn loads_py<'py>(
 /// What the pickler remembers between calls (see the `.pyi` stub).
 #[pyfunction]
 fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = dumps::cache_info(py);
     let out = PyDict::new(py);
-    out.set_item("globals", globals::len())?;
-    out.set_item("code_objects", code::len(py))?;
+    out.set_item("globals", info.globals)?;
+    out.set_item("code_objects", info.code_objects)?;
     Ok(out)
 }
 
@@ -81,8 +79,7 @@ fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
 /// Forgets the by-reference/by-value decisions and what is known about code objects.
 #[pyfunction]
 fn cache_clear(py: Python<'_>) {
-    globals::clear();
-    code::clear(py);
+    dumps::cache_clear(py);
 }
 
 /// The module's state (the looked-up cloudpickle functions, the caches) is process-wide and

@@ -20,10 +20,10 @@
 //! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
 
 mod cloudpickle_check;
-pub mod global_kind;
+mod global_kind;
 mod lookup;
 mod memo;
-pub mod types;
+mod types;
 
 use pyo3::exceptions::{PyException, PyRecursionError, PyValueError};
 use pyo3::ffi;
@@ -54,6 +54,9 @@ const STACK_RED_ZONE: usize = 1024 * 1024;
 #[cfg(not(Py_3_14))]
 const STACK_SEGMENT: usize = 8 * 1024 * 1024;
 
+/// The Python module that writes protocols 0-3 (with cloudpickle's pickler).
+const PROTOCOLS_0_TO_3_MODULE: &str = "ferropickle._protocols_0_to_3";
+
 pub fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
@@ -83,9 +86,9 @@ pub fn dumps<'py>(
     if proto < 4 {
         // Protocols 0-3 predate framing, STACK_GLOBAL and MEMOIZE; nobody sends them to Dask,
         // so they are written by cloudpickle rather than by a second native writer.
-        static LEGACY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let legacy = LEGACY.import(py, "ferropickle._legacy", "dumps")?;
-        return match legacy.call1((obj, proto)) {
+        static PROTOCOLS_0_TO_3_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let dumps = PROTOCOLS_0_TO_3_DUMPS.import(py, PROTOCOLS_0_TO_3_MODULE, "dumps")?;
+        return match dumps.call1((obj, proto)) {
             Ok(data) => data.cast_into().map_err(Into::into),
             Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
                 Err(errors::recursion_error(py, Some(e)))
@@ -114,6 +117,28 @@ pub fn dumps<'py>(
         let _ = SCRATCH.try_with(|s| s.set((out, memo)));
     }
     result
+}
+
+/// What the pickler remembers between calls (`ferropickle.cache_info()`).
+pub struct CacheInfo {
+    /// By-reference/by-value decisions about functions, classes and builtins.
+    pub globals: usize,
+    /// Code objects whose global names (and submodules reached) are known.
+    pub code_objects: usize,
+}
+
+pub fn cache_info(py: Python<'_>) -> CacheInfo {
+    CacheInfo {
+        globals: global_kind::len(),
+        code_objects: code::len(py),
+    }
+}
+
+/// Forgets the by-reference/by-value decisions and what is known about code objects
+/// (`ferropickle.cache_clear()`).
+pub fn cache_clear(py: Python<'_>) {
+    global_kind::clear();
+    code::clear(py);
 }
 
 /// A thread's output buffer and memo tables, reused between calls: most messages are small and
