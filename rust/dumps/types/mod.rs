@@ -1,6 +1,7 @@
 //! The per-type writers the walker dispatches to, one file per kind of object.
 
 pub mod atoms;
+pub mod buffer;
 pub mod by_value;
 pub mod code;
 pub mod containers;
