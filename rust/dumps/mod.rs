@@ -23,6 +23,7 @@ mod cloudpickle_check;
 mod global_kind;
 mod lookup;
 mod memo;
+mod obtype;
 mod types;
 
 use pyo3::exceptions::{PyException, PyRecursionError, PyValueError};
@@ -33,15 +34,13 @@ use pyo3::types::{PyBytes, PyType};
 
 use crate::errors;
 use crate::layouts;
-use crate::layouts::dask::DaskLayout;
-use crate::layouts::partial::PartialLayout;
-use crate::layouts::path::PathLayout;
 use crate::opcodes::*;
 use crate::stats;
 use crate::writer::Writer;
 use lookup::Lookup;
 use memo::Memo;
-use types::{by_value, code, partial, path, reduce, task_node as dask};
+use obtype::{Layouts, ObType};
+use types::{buffer, by_value, code, partial, path, reduce, task_node as dask};
 
 /// The native stack every level of the walk starts with at least. A thread's stack may be
 /// small (Python lets threads run with 256 KiB), our frames are larger than `_pickle.c`'s, and
@@ -78,7 +77,7 @@ pub fn dumps<'py>(
         return Err(PyValueError::new_err("buffer_callback needs protocol >= 5"));
     }
     let lookup = Lookup::get(py)?;
-    let native = Native {
+    let layouts = Layouts {
         path: layouts::path::get(py)?,
         partial: layouts::partial::get(py)?,
         dask: layouts::dask::get(py),
@@ -99,7 +98,7 @@ pub fn dumps<'py>(
     let timer = stats::Timer::start();
     // `try_with`: a thread being torn down has no scratch left, and just allocates.
     let (buf, memo) = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
-    let mut p = Pickler::new(py, lookup, native, proto, buffer_callback, buf, memo);
+    let mut p = Pickler::new(py, lookup, layouts, proto, buffer_callback, buf, memo);
     let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
     let Pickler {
         out,
@@ -150,15 +149,6 @@ thread_local! {
     static SCRATCH: std::cell::Cell<(Vec<u8>, Memo)> = std::cell::Cell::new(Default::default());
 }
 
-/// The layouts of the types written from their fields, each `None` when this Python's layout
-/// is not the one its writer expects.
-#[derive(Clone, Copy)]
-struct Native {
-    path: Option<&'static PathLayout>,
-    partial: Option<&'static PartialLayout>,
-    dask: Option<&'static DaskLayout>,
-}
-
 pub struct Pickler<'py> {
     pub py: Python<'py>,
     pub lookup: &'py Lookup,
@@ -166,7 +156,7 @@ pub struct Pickler<'py> {
     pub memo: Memo,
     pub proto: u8,
     pub buffer_callback: Option<Bound<'py, PyAny>>,
-    native: Native,
+    layouts: Layouts,
     pub counts: stats::CallCounts,
     /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
     pub by_value: by_value::State,
@@ -180,7 +170,7 @@ impl<'py> Pickler<'py> {
     fn new(
         py: Python<'py>,
         lookup: &'py Lookup,
-        native: Native,
+        layouts: Layouts,
         proto: u8,
         buffer_callback: Option<Bound<'py, PyAny>>,
         buf: Vec<u8>,
@@ -193,7 +183,7 @@ impl<'py> Pickler<'py> {
             memo,
             proto,
             buffer_callback,
-            native,
+            layouts,
             counts: stats::CallCounts::default(),
             by_value: by_value::State::default(),
             registry_checked: false,
@@ -206,86 +196,115 @@ impl<'py> Pickler<'py> {
     /// module docs): it is then neither looked up in nor added to the memo.
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        let ty = self.classify(obj.as_ptr());
+        self.save_as(obj, ty, unique)
+    }
+
+    /// The type of the live object at `ptr`, as the walker dispatches on it.
+    #[inline(always)]
+    fn classify(&self, ptr: *mut ffi::PyObject) -> ObType {
+        // SAFETY: callers pass a live object (held, or borrowed from a container they hold).
+        unsafe { ObType::of(ptr, &self.layouts, self.lookup) }
+    }
+
+    /// `save()` in `_pickle.c` for an object classified as `ty`: the one place that picks a
+    /// writer. Atoms are written at once; everything else goes through [`Self::nested`] (the
+    /// recursion count and the memo) to its writer in `types/`. A type written from its fields
+    /// whose fields can't be read (its writer says `false`) is reduced like any other object.
+    #[inline]
+    pub fn save_as(&mut self, obj: &Bound<'py, PyAny>, ty: ObType, unique: bool) -> PyResult<()> {
         self.counts.objects += 1;
         // `save()` starts a new frame here once the open one is big enough.
         self.out.boundary();
-        let ptr = obj.as_ptr();
-        // SAFETY: `ptr` is a live object (we hold `obj`); the checks only read its type.
+        // SAFETY: the only unsafe operations below are the `cast_unchecked`s, each to the exact
+        // type that its arm's `ObType` names.
         unsafe {
-            if ffi::PyUnicode_CheckExact(ptr) != 0 {
-                return self.save_str(obj, unique);
-            }
-            if ffi::PyLong_CheckExact(ptr) != 0 {
-                return self.save_int(obj);
-            }
-            if ptr == ffi::Py_None() {
-                self.out.op(NONE);
-                return Ok(());
-            }
-            if ffi::PyFloat_CheckExact(ptr) != 0 {
-                self.out.float(ffi::PyFloat_AS_DOUBLE(ptr));
-                return Ok(());
-            }
-            if ffi::PyBool_Check(ptr) != 0 {
-                self.out.op(if ptr == ffi::Py_True() {
-                    NEWTRUE
-                } else {
-                    NEWFALSE
-                });
-                return Ok(());
+            match ty {
+                ObType::Int | ObType::None | ObType::Float | ObType::Bool => {
+                    if self.write_scalar(obj.as_ptr(), ty) {
+                        return Ok(());
+                    }
+                    self.save_big_int(obj)
+                }
+                ObType::Str => self.save_str(obj, unique),
+                ObType::Tuple => self.nested(obj, unique, |p| {
+                    let t = obj.cast_unchecked();
+                    p.save_tuple_body(t, unique, |i| format!("tuple[{i}]"))
+                }),
+                ObType::List => self.nested(obj, unique, |p| p.save_list(obj.cast_unchecked())),
+                ObType::Dict => self.nested(obj, unique, |p| p.save_dict(obj.cast_unchecked())),
+                ObType::Bytes => {
+                    self.nested(obj, unique, |p| p.save_bytes(obj.cast_unchecked(), unique))
+                }
+                ObType::Set => self.nested(obj, unique, |p| p.save_set(obj.cast_unchecked())),
+                ObType::FrozenSet => self.nested(obj, unique, |p| {
+                    p.save_frozenset(obj.cast_unchecked(), unique)
+                }),
+                ObType::ByteArray => self.nested(obj, unique, |p| p.save_bytearray(obj)),
+                ObType::Type => self.nested(obj, unique, |p| p.save_type(obj.cast_unchecked())),
+                ObType::Function => self.nested(obj, unique, |p| p.save_global(obj, None)),
+                ObType::Partial(layout) => self.nested(obj, unique, |p| {
+                    if partial::save_partial(p, layout, obj)? {
+                        return Ok(());
+                    }
+                    reduce::save_reduced(p, obj, unique)
+                }),
+                ObType::Path(layout) => self.nested(obj, unique, |p| {
+                    if path::save_path(p, layout, obj, unique)? {
+                        return Ok(());
+                    }
+                    reduce::save_reduced(p, obj, unique)
+                }),
+                ObType::TaskNode(node) => self.nested(obj, unique, |p| {
+                    if dask::save_node(p, node, obj)? {
+                        return Ok(());
+                    }
+                    reduce::save_reduced(p, obj, unique)
+                }),
+                ObType::Code => self.nested(obj, unique, |p| code::save_code(p, obj)),
+                ObType::Cell => self.nested(obj, unique, |p| code::save_cell(p, obj)),
+                ObType::Module => self.nested(obj, unique, |p| {
+                    if code::save_module(p, obj)? {
+                        return Ok(());
+                    }
+                    reduce::save_reduced(p, obj, unique)
+                }),
+                ObType::PickleBuffer => {
+                    self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj, unique))
+                }
+                ObType::Other => self.nested(obj, unique, |p| reduce::save_reduced(p, obj, unique)),
             }
         }
-        self.save_nested(obj, unique)
     }
 
-    /// None, bools, 64-bit ints and floats straight from a borrowed pointer: writing them runs
-    /// no Python code, so a container's item needs no reference of our own. `false` (nothing
-    /// written) for anything else.
+    /// A container's item straight from a borrowed pointer when it is None, a bool, a float or
+    /// a 64-bit int: writing those runs no Python code, so the item needs no reference of our
+    /// own. `false` (nothing written) for anything else.
     #[inline(always)]
-    fn save_scalar(&mut self, ptr: *mut ffi::PyObject) -> bool {
-        // SAFETY: callers pass a live object borrowed from a container they hold; the checks
-        // only read its type and value.
-        unsafe {
-            if !(ffi::PyLong_CheckExact(ptr) != 0
-                || ffi::PyFloat_CheckExact(ptr) != 0
-                || ptr == ffi::Py_None()
-                || ffi::PyBool_Check(ptr) != 0)
-            {
-                return false;
-            }
+    pub fn save_scalar(&mut self, ptr: *mut ffi::PyObject, ty: ObType) -> bool {
+        if !ty.is_scalar() {
+            return false;
         }
         // Every object `save()`s: the frame check comes first, as there.
         self.out.boundary();
-        // SAFETY: as above.
-        unsafe {
-            if ffi::PyLong_CheckExact(ptr) != 0 {
-                let mut overflow = 0;
-                let v = ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow);
-                if overflow != 0 {
-                    return false;
-                }
-                self.out.int(v);
-            } else if ffi::PyFloat_CheckExact(ptr) != 0 {
-                self.out.float(ffi::PyFloat_AS_DOUBLE(ptr));
-            } else if ptr == ffi::Py_None() {
-                self.out.op(NONE);
-            } else if ptr == ffi::Py_True() {
-                self.out.op(NEWTRUE);
-            } else if ptr == ffi::Py_False() {
-                self.out.op(NEWFALSE);
-            } else {
-                return false;
-            }
+        if !self.write_scalar(ptr, ty) {
+            return false;
         }
         self.counts.objects += 1;
         true
     }
 
-    /// Everything that may recurse: counts nesting in the interpreter's own recursion counter,
-    /// as `save()` in `_pickle.c` does (so Python code called from deep inside gets only what
-    /// is left of the limit), keeps a native-stack red zone, and notes the failing object.
+    /// Everything but atoms: looked up in the memo first, and counted in the interpreter's own
+    /// recursion counter, as `save()` in `_pickle.c` does (so Python code called from deep
+    /// inside gets only what is left of the limit); keeps a native-stack red zone, and notes
+    /// the failing object.
     #[inline(never)]
-    fn save_nested(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+    fn nested(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        unique: bool,
+        write: impl FnOnce(&mut Self) -> PyResult<()>,
+    ) -> PyResult<()> {
         // CPython 3.14 checks the C stack by the stack pointer against the thread's own stack,
         // which a segment of ours is not: there the walk stops at the red zone instead.
         #[cfg(Py_3_14)]
@@ -296,102 +315,25 @@ impl<'py> Pickler<'py> {
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(self.py));
         }
+        let memo_or_write = |p: &mut Self| {
+            if !unique {
+                if let Some(idx) = p.memo.get(obj) {
+                    p.out.get(idx);
+                    return Ok(());
+                }
+            }
+            write(p)
+        };
         #[cfg(not(Py_3_14))]
-        let result =
-            stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.dispatch(obj, unique));
+        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || memo_or_write(self));
         #[cfg(Py_3_14)]
-        let result = self.dispatch(obj, unique);
+        let result = memo_or_write(self);
         // SAFETY: matches the enter above.
         unsafe { ffi::Py_LeaveRecursiveCall() };
         if result.is_err() && self.err_leaf.is_none() {
             self.err_leaf = Some(describe(obj));
         }
         result
-    }
-
-    fn dispatch(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        if !unique {
-            if let Some(idx) = self.memo.get(obj) {
-                self.out.get(idx);
-                return Ok(());
-            }
-        }
-        let ptr = obj.as_ptr();
-        // SAFETY: type checks on a live object.
-        unsafe {
-            if ffi::PyTuple_CheckExact(ptr) != 0 {
-                return self
-                    .save_tuple_body(obj.cast_unchecked(), unique, |i| format!("tuple[{i}]"));
-            }
-            if ffi::PyList_CheckExact(ptr) != 0 {
-                return self.save_list(obj.cast_unchecked());
-            }
-            if ffi::PyDict_CheckExact(ptr) != 0 {
-                return self.save_dict(obj.cast_unchecked());
-            }
-            if ffi::PyBytes_CheckExact(ptr) != 0 {
-                return self.save_bytes(obj.cast_unchecked(), unique);
-            }
-            if ffi::PySet_CheckExact(ptr) != 0 {
-                return self.save_set(obj.cast_unchecked());
-            }
-            if ffi::PyFrozenSet_CheckExact(ptr) != 0 {
-                return self.save_frozenset(obj.cast_unchecked(), unique);
-            }
-            if ffi::PyByteArray_CheckExact(ptr) != 0 {
-                return self.save_bytearray(obj);
-            }
-            if ffi::PyType_Check(ptr) != 0 {
-                return self.save_type(obj.cast_unchecked());
-            }
-            if ffi::PyFunction_Check(ptr) != 0 {
-                return self.save_global(obj, None);
-            }
-        }
-        if self.save_native(obj, unique)? {
-            return Ok(());
-        }
-        reduce::save_reduced(self, obj, unique)
-    }
-
-    /// Paths, partials and dask nodes, written from their fields without calling
-    /// `__reduce__`; `false` when `obj` is none of those (or its fields can't be read).
-    fn save_native(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<bool> {
-        let ty = obj.get_type_ptr();
-        let Native {
-            path,
-            partial,
-            dask,
-        } = self.native;
-        if let Some(layout) = partial {
-            if layout.handles(ty) {
-                return partial::save_partial(self, layout, obj);
-            }
-        }
-        if let Some(layout) = path {
-            if layout.handles(ty) {
-                return path::save_path(self, layout, obj, unique);
-            }
-        }
-        if let Some(layout) = dask {
-            if let Some(node) = layout.node_for(ty) {
-                return dask::save_node(self, node, obj);
-            }
-        }
-        // Types cloudpickle reduces its own way, written natively (see `code.rs`).
-        // SAFETY: type check on a live object.
-        if unsafe { ffi::PyCode_Check(obj.as_ptr()) } != 0 {
-            code::save_code(self, obj)?;
-            return Ok(true);
-        }
-        if code::is_cell(self.lookup, obj) {
-            code::save_cell(self, obj)?;
-            return Ok(true);
-        }
-        if code::is_module(obj) && code::save_module(self, obj)? {
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     /// `MEMOIZE`, as `pickle` writes after every object it memoizes; a `unique` object (see

@@ -1,11 +1,12 @@
 //! Atoms: str, int (and ints beyond 64 bits), bytes and bytearray, as `save_unicode`,
-//! `save_long`, `save_bytes` and `save_bytearray` in `_pickle.c` write them. None, bools,
-//! floats and 64-bit ints are written straight by the walker (`Pickler::save`).
+//! `save_long`, `save_bytes` and `save_bytearray` in `_pickle.c` write them, and None, bools
+//! and floats (`save_none`, `save_bool`, `save_float`).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::dumps::obtype::ObType;
 use crate::dumps::Pickler;
 use crate::opcodes::*;
 
@@ -73,16 +74,33 @@ impl<'py> Pickler<'py> {
         Ok(())
     }
 
-    #[inline]
-    pub(in crate::dumps) fn save_int(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
-        let mut overflow = 0;
-        // SAFETY: `obj` is an exact int.
-        let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
-        if overflow == 0 {
-            self.out.int(v);
-            return Ok(());
+    /// None, a bool, a float or an int that fits in 64 bits, from the object at `ptr`
+    /// (classified as `ty`): `NONE`, `NEWTRUE`/`NEWFALSE`, `BINFLOAT`, `BININT*` or `LONG1`.
+    /// `false` (nothing written) for a larger int, which [`Self::save_big_int`] writes.
+    #[inline(always)]
+    pub(in crate::dumps) fn write_scalar(&mut self, ptr: *mut ffi::PyObject, ty: ObType) -> bool {
+        // SAFETY: callers pass a live object of the type `ty` names; only its value is read.
+        unsafe {
+            match ty {
+                ObType::Int => {
+                    let mut overflow = 0;
+                    let v = ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow);
+                    if overflow != 0 {
+                        return false;
+                    }
+                    self.out.int(v);
+                }
+                ObType::Float => self.out.float(ffi::PyFloat_AS_DOUBLE(ptr)),
+                ObType::None => self.out.op(NONE),
+                ObType::Bool => self.out.op(if ptr == ffi::Py_True() {
+                    NEWTRUE
+                } else {
+                    NEWFALSE
+                }),
+                _ => return false,
+            }
         }
-        self.save_big_int(obj)
+        true
     }
 
     /// Ints beyond 64 bits: `pickle.encode_long`, via `int.to_bytes`.

@@ -44,19 +44,6 @@ pub fn cell_contents<'py>(cell: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>
     unsafe { Bound::from_owned_ptr_or_opt(cell.py(), PyCell_Get(cell.as_ptr())) }
 }
 
-/// Whether `obj` is exactly a cell (the dispatch table `_cell_reduce` is in is keyed by type).
-#[inline]
-pub fn is_cell(lookup: &Lookup, obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type_ptr() == lookup.cp.cell_type.as_ptr() as *mut ffi::PyTypeObject
-}
-
-/// Whether `obj` is exactly a module (`types.ModuleType`, as `_module_reduce` is registered).
-#[inline]
-pub fn is_module(obj: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: reading the type of a live object and the address of a static type object.
-    unsafe { ffi::Py_TYPE(obj.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) }
-}
-
 /// `_cell_reduce`: `_make_cell(contents)` or `_make_empty_cell()`, then memoized.
 pub fn save_cell<'py>(p: &mut Pickler<'py>, cell: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;

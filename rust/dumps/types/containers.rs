@@ -216,12 +216,14 @@ impl<'py> Pickler<'py> {
             let end = i + BATCHSIZE;
             while i < end && i < list.len() {
                 // SAFETY: `i < len`; the borrowed item is only read, with no code run meanwhile.
-                if self.save_scalar(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as _) }) {
+                let ptr = unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as _) };
+                let ty = self.classify(ptr);
+                if self.save_scalar(ptr, ty) {
                     i += 1;
                     continue;
                 }
                 let (item, item_unique) = list_item(py, list, i);
-                if let Err(e) = self.save(&item, item_unique) {
+                if let Err(e) = self.save_as(&item, ty, item_unique) {
                     return Err(self.at(e, || format!("list[{i}]")));
                 }
                 i += 1;
