@@ -19,6 +19,7 @@
 //! passes through one of them, so that is what stops a walk around a cycle (a tuple in a cycle is
 //! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
 
+mod batch;
 mod cloudpickle_check;
 mod global_kind;
 mod lookup;

@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyTuple};
 
 use super::code;
+use crate::dumps::batch::Batching;
 use crate::dumps::{short_repr, Pickler};
 use crate::opcodes::*;
-use crate::writer::BATCHSIZE;
 
 impl<'py> Pickler<'py> {
     /// `save_tuple`: `TUPLE1..3` or `MARK ... TUPLE`; a tuple reached again through its own items
@@ -134,22 +134,8 @@ impl<'py> Pickler<'py> {
     ) -> PyResult<()> {
         self.out.op(EMPTY_LIST);
         self.memoize_fresh();
-        if n == 1 {
-            item(self, 0)?;
-            self.out.op(APPEND);
-            return Ok(());
-        }
-        let mut i = 0;
-        while i < n {
-            self.out.op(MARK);
-            let end = (i + BATCHSIZE).min(n);
-            while i < end {
-                item(self, i)?;
-                i += 1;
-            }
-            self.out.op(APPENDS);
-        }
-        Ok(())
+        let mut indices = 0..n;
+        self.batched(Batching::list(n), || Ok(indices.next()), |p, i| item(p, i))
     }
 
     /// A dict built for the stream alone from `items`, written as `save_dict` writes it.
@@ -162,23 +148,12 @@ impl<'py> Pickler<'py> {
     ) -> PyResult<()> {
         self.out.op(EMPTY_DICT);
         self.memoize_fresh();
-        if let [(k, v)] = items {
-            self.dict_item(k, v, copied_keys, &label)?;
-            self.out.op(SETITEM);
-            return Ok(());
-        }
-        for batch in items.chunks(BATCHSIZE) {
-            self.out.op(MARK);
-            for (k, v) in batch {
-                self.dict_item(k, v, copied_keys, &label)?;
-            }
-            self.out.op(SETITEMS);
-        }
-        // As in `save_dict`: a full last batch is followed by an empty one.
-        if !items.is_empty() && items.len() % BATCHSIZE == 0 {
-            self.out.ops(&[MARK, SETITEMS]);
-        }
-        Ok(())
+        let mut items_iter = items.iter();
+        self.batched(
+            Batching::dict(items.len()),
+            || Ok(items_iter.next()),
+            |p, (k, v)| p.dict_item(k, v, copied_keys, &label),
+        )
     }
 
     pub(in crate::dumps) fn dict_item(
@@ -202,134 +177,90 @@ impl<'py> Pickler<'py> {
         self.out.op(EMPTY_LIST);
         self.memoize(list.as_any());
         let py = self.py;
-        if list.len() == 1 {
-            let (item, item_unique) = list_item(py, list, 0);
-            self.save(&item, item_unique)
-                .map_err(|e| self.at(e, || "list[0]".to_owned()))?;
-            self.out.op(APPEND);
-            return Ok(());
-        }
         let mut i = 0;
         // The length is re-read on every step: saving an item may run code that changes it.
-        while i < list.len() {
-            self.out.op(MARK);
-            let end = i + BATCHSIZE;
-            while i < end && i < list.len() {
-                // SAFETY: `i < len`; the borrowed item is only read, with no code run meanwhile.
-                let ptr = unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as _) };
-                let ty = self.classify(ptr);
-                if self.save_scalar(ptr, ty) {
-                    i += 1;
-                    continue;
-                }
-                let (item, item_unique) = list_item(py, list, i);
-                if let Err(e) = self.save_as(&item, ty, item_unique) {
-                    return Err(self.at(e, || format!("list[{i}]")));
-                }
-                i += 1;
+        let next = || {
+            let found = (i < list.len()).then_some(i);
+            i += 1;
+            Ok(found)
+        };
+        self.batched(Batching::list(list.len()), next, |p, i| {
+            // SAFETY: `i < len` was checked just before; the borrowed item is only read, with
+            // no code run meanwhile.
+            let ptr = unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as _) };
+            let ty = p.classify(ptr);
+            if p.save_scalar(ptr, ty) {
+                return Ok(());
             }
-            self.out.op(APPENDS);
-        }
-        Ok(())
+            let (item, item_unique) = list_item(py, list, i);
+            p.save_as(&item, ty, item_unique)
+                .map_err(|e| p.at(e, || format!("list[{i}]")))
+        })
     }
 
     /// `save_dict` + `batch_dict_exact`: `EMPTY_DICT`, then `SETITEM` or batched `SETITEMS`.
     pub(in crate::dumps) fn save_dict(&mut self, dict: &Bound<'py, PyDict>) -> PyResult<()> {
         self.out.op(EMPTY_DICT);
         self.memoize(dict.as_any());
+        let py = self.py;
         let size = dict.len();
-        if size == 0 {
-            return Ok(());
-        }
         let mut pos: ffi::Py_ssize_t = 0;
-        let mut in_batch = 0;
-        let batched = size > 1;
-        loop {
+        let next = || {
             let mut k: *mut ffi::PyObject = std::ptr::null_mut();
             let mut v: *mut ffi::PyObject = std::ptr::null_mut();
             // SAFETY: `PyDict_Next` hands out borrowed references; we read their reference
             // counts and then own a reference to each before anything can run Python code.
-            let (key, key_unique, value, value_unique) = unsafe {
+            unsafe {
                 if ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) == 0 {
-                    break;
+                    return Ok(None);
                 }
                 // Counted before we take our references.
                 let key_unique = ffi::Py_REFCNT(k) == 1;
                 let value_unique = ffi::Py_REFCNT(v) == 1;
-                (
-                    Bound::from_borrowed_ptr(self.py, k),
+                Ok(Some((
+                    Bound::from_borrowed_ptr(py, k),
                     key_unique,
-                    Bound::from_borrowed_ptr(self.py, v),
+                    Bound::from_borrowed_ptr(py, v),
                     value_unique,
-                )
-            };
-            if batched && in_batch == 0 {
-                self.out.op(MARK);
+                )))
             }
-            if let Err(e) = self.save(&key, key_unique) {
-                return Err(self.at(e, || "dict key".to_owned()));
-            }
-            if let Err(e) = self.save(&value, value_unique) {
-                return Err(self.at(e, || format!("dict[{}]", short_repr(&key))));
-            }
-            if dict.len() != size {
-                return Err(PyRuntimeError::new_err(
-                    "dictionary changed size during iteration",
-                ));
-            }
-            if !batched {
-                self.out.op(SETITEM);
-                return Ok(());
-            }
-            in_batch += 1;
-            if in_batch == BATCHSIZE {
-                self.out.op(SETITEMS);
-                in_batch = 0;
-            }
-        }
-        // `batch_dict_exact` loops while a batch came out full: a size that is a multiple of
-        // the batch size ends with an empty `MARK SETITEMS`.
-        if in_batch > 0 || size % BATCHSIZE == 0 {
-            if in_batch == 0 {
-                self.out.op(MARK);
-            }
-            self.out.op(SETITEMS);
-        }
-        Ok(())
+        };
+        self.batched(
+            Batching::dict(size),
+            next,
+            |p, (key, key_unique, value, value_unique)| {
+                p.save(&key, key_unique)
+                    .map_err(|e| p.at(e, || "dict key".to_owned()))?;
+                p.save(&value, value_unique)
+                    .map_err(|e| p.at(e, || format!("dict[{}]", short_repr(&key))))?;
+                if dict.len() != size {
+                    return Err(PyRuntimeError::new_err(
+                        "dictionary changed size during iteration",
+                    ));
+                }
+                Ok(())
+            },
+        )
     }
 
     /// `save_set`: `EMPTY_SET`, then batched `ADDITEMS`.
     pub(in crate::dumps) fn save_set(&mut self, set: &Bound<'py, PySet>) -> PyResult<()> {
         self.out.op(EMPTY_SET);
         self.memoize(set.as_any());
-        let mut in_batch = 0;
-        let mut written = 0;
         // A plain iterator, so that a set changed while we write it raises `RuntimeError` as in
         // `pickle` (PyO3's set iterator treats that as a bug and panics).
-        for item in set.as_any().try_iter()? {
-            let item = item?;
-            if in_batch == 0 {
-                self.out.op(MARK);
-            }
-            // The iterator gave us our own reference: two in all means the set holds the other.
-            let item_unique = item.get_refcnt() == 2;
-            self.save(&item, item_unique)
-                .map_err(|e| self.at(e, || "set item".to_owned()))?;
-            in_batch += 1;
-            written += 1;
-            if in_batch == BATCHSIZE {
-                self.out.op(ADDITEMS);
-                in_batch = 0;
-            }
-        }
-        // As in `batch_dict_exact`: a full last batch is followed by an empty one.
-        if in_batch > 0 || (written > 0 && written % BATCHSIZE == 0) {
-            if in_batch == 0 {
-                self.out.op(MARK);
-            }
-            self.out.op(ADDITEMS);
-        }
-        Ok(())
+        let mut items = set.as_any().try_iter()?;
+        self.batched(
+            Batching::SET,
+            || items.next().transpose(),
+            |p, item| {
+                // The iterator gave us our own reference: two in all means the set holds the
+                // other.
+                let item_unique = item.get_refcnt() == 2;
+                p.save(&item, item_unique)
+                    .map_err(|e| p.at(e, || "set item".to_owned()))
+            },
+        )
     }
 
     /// `save_frozenset`: `MARK ... FROZENSET`, with the same recursion check as tuples.

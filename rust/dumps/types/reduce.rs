@@ -8,11 +8,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::buffer;
+use crate::dumps::batch::Batching;
 use crate::dumps::global_kind;
 use crate::dumps::{describe, short_repr, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::*;
-use crate::writer::BATCHSIZE;
 
 pub fn save_reduced<'py>(
     p: &mut Pickler<'py>,
@@ -298,6 +298,7 @@ fn batch_list<'py>(
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    let mut iter = items.try_iter()?;
     let mut index = 0;
     let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
         let at = index;
@@ -305,7 +306,7 @@ fn batch_list<'py>(
         p.save(&item, false)
             .map_err(|e| p.at(e, || format!("{}[{at}]", describe(owner))))
     };
-    stream_batches(p, items, save, APPEND, APPENDS)
+    p.batched(Batching::LIST_ITEMS, || iter.next().transpose(), save)
 }
 
 /// `batch_dict`: a reducer's `(key, value)` items, as `SETITEM` or batches of `SETITEMS`.
@@ -314,6 +315,7 @@ fn batch_dict<'py>(
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    let mut iter = items.try_iter()?;
     let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
         let (k, v) = match item.cast_into::<PyTuple>() {
             Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
@@ -328,46 +330,5 @@ fn batch_dict<'py>(
         p.save(&v, false)
             .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(&k))))
     };
-    stream_batches(p, items, save, SETITEM, SETITEMS)
-}
-
-/// The items of `items` (an iterator), streamed as `batch_list`/`batch_dict` in `_pickle.c`
-/// stream them: the next item is fetched before the one in hand is written; batches of up to
-/// `BATCHSIZE` between `MARK` and `batch_op`, and a batch of one item as a lone `single_op`.
-fn stream_batches<'py>(
-    p: &mut Pickler<'py>,
-    items: &Bound<'py, PyAny>,
-    mut save: impl FnMut(&mut Pickler<'py>, Bound<'py, PyAny>) -> PyResult<()>,
-    single_op: u8,
-    batch_op: u8,
-) -> PyResult<()> {
-    let mut iter = items.try_iter()?;
-    loop {
-        let Some(first) = iter.next().transpose()? else {
-            return Ok(());
-        };
-        let Some(mut item) = iter.next().transpose()? else {
-            save(p, first)?;
-            p.out.op(single_op);
-            return Ok(());
-        };
-        p.out.op(MARK);
-        save(p, first)?;
-        let mut n = 1;
-        loop {
-            save(p, item)?;
-            n += 1;
-            if n == BATCHSIZE {
-                break;
-            }
-            match iter.next().transpose()? {
-                Some(next) => item = next,
-                None => break,
-            }
-        }
-        p.out.op(batch_op);
-        if n < BATCHSIZE {
-            return Ok(());
-        }
-    }
+    p.batched(Batching::DICT_ITEMS, || iter.next().transpose(), save)
 }
