@@ -65,11 +65,11 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     stats::fill(&out)?;
-    let native = PyDict::new(py);
-    native.set_item("path", layouts::path::get(py)?.is_some())?;
-    native.set_item("partial", layouts::partial::get(py)?.is_some())?;
-    native.set_item("dask", layouts::dask::get(py).is_some())?;
-    out.set_item("native_writers", native)?;
+    let writers = PyDict::new(py);
+    writers.set_item("path", layouts::path::get(py)?.is_some())?;
+    writers.set_item("partial", layouts::partial::get(py)?.is_some())?;
+    writers.set_item("dask", layouts::task_node::get(py).is_some())?;
+    out.set_item("native_writers", writers)?;
     if reset {
         stats::reset();
     }

@@ -13,21 +13,22 @@ use pyo3::types::PyDict;
 use super::lookup::Lookup;
 use crate::errors::pickling_error;
 
-/// Whether the native writer writes what the installed cloudpickle writes. Decided once, on
+/// Whether our writer of by-value functions and code objects writes what the installed
+/// cloudpickle writes (if not, they take cloudpickle's reduction instead). Decided once, on
 /// first use, by [`probe`]; while the probe runs the answer is "yes", so that the probe itself
-/// exercises the native writer.
-pub fn native(py: Python<'_>, lookup: &Lookup) -> bool {
+/// exercises our writer.
+pub fn passed(py: Python<'_>, lookup: &Lookup) -> bool {
     const UNKNOWN: u8 = 0;
     const YES: u8 = 1;
     const NO: u8 = 2;
-    static NATIVE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    match NATIVE.load(Ordering::Acquire) {
+    static VERDICT: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match VERDICT.load(Ordering::Acquire) {
         YES => true,
         NO => false,
         _ => {
-            NATIVE.store(YES, Ordering::Release);
+            VERDICT.store(YES, Ordering::Release);
             let same = probe(py, lookup).unwrap_or(false);
-            NATIVE.store(if same { YES } else { NO }, Ordering::Release);
+            VERDICT.store(if same { YES } else { NO }, Ordering::Release);
             same
         }
     }

@@ -20,9 +20,9 @@ pub struct Lookup {
     pub cloudpickle_dispatch: Py<PyDict>,
     pub cloudpickle_dumps: Py<PyAny>,
     /// cloudpickle's reconstructors and helpers, which by-value functions, code objects, cells
-    /// and modules are written with (see `fallback.rs`, `code.rs`): the same callables
-    /// `cloudpickle.dumps` writes, so stock `pickle.loads` (with cloudpickle installed) reads
-    /// our streams as it reads cloudpickle's.
+    /// and modules are written with (see `types/by_value.rs`, `types/code.rs`): the same
+    /// callables `cloudpickle.dumps` writes, so stock `pickle.loads` (with cloudpickle
+    /// installed) reads our streams as it reads cloudpickle's.
     pub cp: CloudpickleFns,
     /// The set behind `cloudpickle.register_pickle_by_value` (`_PICKLE_BY_VALUE_MODULES`), read
     /// directly since it is consulted on every call; a copy from the public

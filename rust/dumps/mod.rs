@@ -39,9 +39,9 @@ use crate::opcodes::*;
 use crate::stats;
 use crate::writer::Writer;
 use lookup::Lookup;
-use memo::Memo;
+use memo::MemoTable;
 use obtype::{Layouts, ObType};
-use types::{buffer, by_value, code, partial, path, reduce, task_node as dask};
+use types::{buffer, by_value, code, partial, path, reduce, task_node};
 
 /// The native stack every level of the walk starts with at least. A thread's stack may be
 /// small (Python lets threads run with 256 KiB), our frames are larger than `_pickle.c`'s, and
@@ -81,7 +81,7 @@ pub fn dumps<'py>(
     let layouts = Layouts {
         path: layouts::path::get(py)?,
         partial: layouts::partial::get(py)?,
-        dask: layouts::dask::get(py),
+        task_nodes: layouts::task_node::get(py),
     };
     if proto < 4 {
         // Protocols 0-3 predate framing, STACK_GLOBAL and MEMOIZE; nobody sends them to Dask,
@@ -147,14 +147,15 @@ pub fn cache_clear(py: Python<'_>) {
 const SCRATCH_MAX_BYTES: usize = 1 << 20;
 
 thread_local! {
-    static SCRATCH: std::cell::Cell<(Vec<u8>, Memo)> = std::cell::Cell::new(Default::default());
+    static SCRATCH: std::cell::Cell<(Vec<u8>, MemoTable)> =
+        std::cell::Cell::new(Default::default());
 }
 
 pub struct Pickler<'py> {
     pub py: Python<'py>,
     pub lookup: &'py Lookup,
     pub out: Writer,
-    pub memo: Memo,
+    pub memo: MemoTable,
     pub proto: u8,
     pub buffer_callback: Option<Bound<'py, PyAny>>,
     layouts: Layouts,
@@ -175,7 +176,7 @@ impl<'py> Pickler<'py> {
         proto: u8,
         buffer_callback: Option<Bound<'py, PyAny>>,
         buf: Vec<u8>,
-        memo: Memo,
+        memo: MemoTable,
     ) -> Self {
         Pickler {
             py,
@@ -248,19 +249,19 @@ impl<'py> Pickler<'py> {
                     if partial::save_partial(p, layout, obj)? {
                         return Ok(());
                     }
-                    reduce::save_reduced(p, obj, unique)
+                    reduce::reduce_and_save(p, obj, unique)
                 }),
                 ObType::Path(layout) => self.nested(obj, unique, |p| {
                     if path::save_path(p, layout, obj, unique)? {
                         return Ok(());
                     }
-                    reduce::save_reduced(p, obj, unique)
+                    reduce::reduce_and_save(p, obj, unique)
                 }),
                 ObType::TaskNode(node) => self.nested(obj, unique, |p| {
-                    if dask::save_node(p, node, obj)? {
+                    if task_node::save_task_node(p, node, obj)? {
                         return Ok(());
                     }
-                    reduce::save_reduced(p, obj, unique)
+                    reduce::reduce_and_save(p, obj, unique)
                 }),
                 ObType::Code => self.nested(obj, unique, |p| code::save_code(p, obj)),
                 ObType::Cell => self.nested(obj, unique, |p| code::save_cell(p, obj)),
@@ -268,12 +269,14 @@ impl<'py> Pickler<'py> {
                     if code::save_module(p, obj)? {
                         return Ok(());
                     }
-                    reduce::save_reduced(p, obj, unique)
+                    reduce::reduce_and_save(p, obj, unique)
                 }),
                 ObType::PickleBuffer => {
                     self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj, unique))
                 }
-                ObType::Other => self.nested(obj, unique, |p| reduce::save_reduced(p, obj, unique)),
+                ObType::Other => {
+                    self.nested(obj, unique, |p| reduce::reduce_and_save(p, obj, unique))
+                }
             }
         }
     }

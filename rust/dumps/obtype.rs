@@ -10,9 +10,9 @@
 use pyo3::ffi;
 
 use super::lookup::Lookup;
-use crate::layouts::dask::{DaskLayout, Node};
 use crate::layouts::partial::PartialLayout;
 use crate::layouts::path::PathLayout;
+use crate::layouts::task_node::{Node, TaskNodeLayout};
 
 /// The layouts of the types written from their fields, each `None` when this Python's layout
 /// is not the one its writer expects (those types are then reduced like any other object).
@@ -20,7 +20,7 @@ use crate::layouts::path::PathLayout;
 pub struct Layouts {
     pub path: Option<&'static PathLayout>,
     pub partial: Option<&'static PartialLayout>,
-    pub dask: Option<&'static DaskLayout>,
+    pub task_nodes: Option<&'static TaskNodeLayout>,
 }
 
 /// How an object is written; see `Pickler::save` for the writer of each.
@@ -128,7 +128,7 @@ impl ObType {
                 return ObType::Path(layout);
             }
         }
-        if let Some(layout) = layouts.dask {
+        if let Some(layout) = layouts.task_nodes {
             if let Some(node) = layout.node_for(ty) {
                 return ObType::TaskNode(node);
             }

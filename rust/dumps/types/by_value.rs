@@ -67,7 +67,7 @@ pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyRe
 
 fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
-    if !cloudpickle_check::native(py, p.lookup) {
+    if !cloudpickle_check::passed(py, p.lookup) {
         let rv = cloudpickle_reduction(p, func)?;
         return reduce::save_reduce(p, func, &rv);
     }

@@ -113,7 +113,7 @@ fn save_code_type(p: &mut Pickler<'_>) -> PyResult<()> {
 /// with this Python's constructor fields, in their order.
 pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
-    if !cloudpickle_check::native(py, p.lookup) {
+    if !cloudpickle_check::passed(py, p.lookup) {
         let reducer = p
             .lookup
             .cloudpickle_dispatch

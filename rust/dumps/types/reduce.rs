@@ -14,7 +14,10 @@ use crate::dumps::{describe, short_repr, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::*;
 
-pub fn save_reduced<'py>(
+/// Asks `obj` how to rebuild it (a dispatch table's reducer, else `__reduce_ex__(protocol)`),
+/// as `save()` in `_pickle.c` does for a type it has no writer for, and writes the answer: a
+/// global by name (a string), or the reduce value with [`save_reduce`].
+pub fn reduce_and_save<'py>(
     p: &mut Pickler<'py>,
     obj: &Bound<'py, PyAny>,
     unique: bool,
