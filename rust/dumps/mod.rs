@@ -1,14 +1,23 @@
-//! The dumps side: the walker, which writes each object the fastest way its type allows, and
-//! its per-type writers (`save()` and the functions it dispatches to in `_pickle.c`).
+//! The dumps side: `dumps()` sets up a [`Pickler`] for one call, which walks the object graph as
+//! `save()` in `_pickle.c` does and writes through `crate::writer::Writer` (opcodes, frames).
 //!
-//! Hot types (str, int, float, None, bool, tuple, list, dict) are recognised by comparing type
-//! pointers, in order of frequency, and written here without calling back into Python; paths,
-//! partials and dask nodes go to their writers in `path.rs`, `partial.rs` and `dask.rs`, which
-//! read them through `crate::layouts`; everything else goes through `reduce.rs` (the
-//! `__reduce_ex__` protocol) or, for functions and classes, `globals.rs` (by reference) and
-//! `by_value.rs` (by value, with cloudpickle's reduction); `code.rs` writes code objects, cells
-//! and modules as cloudpickle does.
-//! `lookup.rs` holds the Python objects all of them consult; `memo.rs` the memo table.
+//! One object's path: `Pickler::save` classifies its type once (`obtype.rs`: type pointers
+//! compared in order of frequency, the field layouts of paths, partials and task nodes looked up
+//! once per call) and `Pickler::save_as` picks its writer in one `match`. None, bools, ints,
+//! floats and str are written at once; everything else passes `Pickler::nested` first (the memo:
+//! an object met again is a memo fetch; the interpreter's recursion counter; a native-stack red
+//! zone) and then goes to its writer in `types/`: `atoms.rs`; `containers.rs`, whose items go
+//! in `_pickle.c`'s batches (`batch.rs`); `global.rs` for functions and classes, by reference or,
+//! as `global_kind.rs` decides and remembers, by value (`by_value.rs`); `path.rs`, `partial.rs`
+//! and `task_node.rs`, written from their fields through `crate::layouts`; `code.rs` for code
+//! objects, cells and modules as cloudpickle writes them; `buffer.rs` for PEP 574 buffers; and
+//! `reduce.rs` for the rest (`__reduce_ex__` and the dispatch tables). A writer hands each child
+//! back to `save`. On an error each level notes the child's place (`Pickler::at`) and
+//! `Pickler::explain` adds the path as the exception's note.
+//!
+//! Around the walk: `lookup.rs` holds the Python objects every writer consults, `memo.rs` the
+//! memo table, `cloudpickle_check.rs` whether our by-value writer matches the installed
+//! cloudpickle.
 //!
 //! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
 //! reference count is 1 when we reach it is held only by the edge we came through. For immutable
@@ -246,30 +255,22 @@ impl<'py> Pickler<'py> {
                 ObType::Type => self.nested(obj, unique, |p| p.save_type(obj.cast_unchecked())),
                 ObType::Function => self.nested(obj, unique, |p| p.save_global(obj, None)),
                 ObType::Partial(layout) => self.nested(obj, unique, |p| {
-                    if partial::save_partial(p, layout, obj)? {
-                        return Ok(());
-                    }
-                    reduce::reduce_and_save(p, obj, unique)
+                    let written = partial::save_partial(p, layout, obj)?;
+                    p.or_reduce(written, obj, unique)
                 }),
                 ObType::Path(layout) => self.nested(obj, unique, |p| {
-                    if path::save_path(p, layout, obj, unique)? {
-                        return Ok(());
-                    }
-                    reduce::reduce_and_save(p, obj, unique)
+                    let written = path::save_path(p, layout, obj, unique)?;
+                    p.or_reduce(written, obj, unique)
                 }),
                 ObType::TaskNode(node) => self.nested(obj, unique, |p| {
-                    if task_node::save_task_node(p, node, obj)? {
-                        return Ok(());
-                    }
-                    reduce::reduce_and_save(p, obj, unique)
+                    let written = task_node::save_task_node(p, node, obj)?;
+                    p.or_reduce(written, obj, unique)
                 }),
                 ObType::Code => self.nested(obj, unique, |p| code::save_code(p, obj)),
                 ObType::Cell => self.nested(obj, unique, |p| code::save_cell(p, obj)),
                 ObType::Module => self.nested(obj, unique, |p| {
-                    if code::save_module(p, obj)? {
-                        return Ok(());
-                    }
-                    reduce::reduce_and_save(p, obj, unique)
+                    let written = code::save_module(p, obj)?;
+                    p.or_reduce(written, obj, unique)
                 }),
                 ObType::PickleBuffer => {
                     self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj, unique))
@@ -279,6 +280,15 @@ impl<'py> Pickler<'py> {
                 }
             }
         }
+    }
+
+    /// After a writer from fields: an object whose fields it could not read (`written` is
+    /// `false`, nothing was written) is reduced like any other.
+    fn or_reduce(&mut self, written: bool, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+        if written {
+            return Ok(());
+        }
+        reduce::reduce_and_save(self, obj, unique)
     }
 
     /// A container's item straight from a borrowed pointer when it is None, a bool, a float or
