@@ -52,7 +52,7 @@ pub struct CloudpickleFns {
     /// `_class_reduce(cls)`: the reduction of a class pickled by value.
     pub class_reduce: Py<PyAny>,
     pub code_type: Py<PyType>,
-    /// `types.MethodType`: bound methods, which `reduce.rs` writes by name where it can.
+    /// `types.MethodType`: bound methods, which `types/reduce.rs` writes by name where it can.
     pub method_type: Py<PyType>,
     pub cell_type: Py<PyType>,
     /// The `"CodeType"` that `_builtin_type` is called with to get `types.CodeType` back.
