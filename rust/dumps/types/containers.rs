@@ -15,7 +15,7 @@ use crate::opcodes::*;
 impl<'py> Pickler<'py> {
     /// `save_tuple`: `TUPLE1..3` or `MARK ... TUPLE`; a tuple reached again through its own items
     /// is thrown away and fetched from the memo, as `pickle` does. `label` names item `i` in
-    /// error paths (`tuple[i]`, or `partial.args[i]` when a native writer knows better).
+    /// error paths (`tuple[i]`, or `partial.args[i]` when the caller knows better).
     pub fn save_tuple_as(
         &mut self,
         t: &Bound<'py, PyTuple>,
@@ -31,6 +31,7 @@ impl<'py> Pickler<'py> {
         self.save_tuple_body(t, unique, label)
     }
 
+    /// `save_tuple` once the tuple was looked up in the memo (by `save_tuple_as` or the walker).
     pub(in crate::dumps) fn save_tuple_body(
         &mut self,
         t: &Bound<'py, PyTuple>,
