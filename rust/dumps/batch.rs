@@ -81,51 +81,54 @@ impl<'py> Pickler<'py> {
     /// as `how` says. Items are fetched in `_pickle.c`'s order: one at a time, right before
     /// each is written, except that an iterator's next item is fetched before a batch opens
     /// (it decides whether the batch is a lone item).
+    #[inline(always)]
     pub fn batched<T>(
         &mut self,
         how: Batching,
         mut next: impl FnMut() -> PyResult<Option<T>>,
         mut write: impl FnMut(&mut Self, T) -> PyResult<()>,
     ) -> PyResult<()> {
-        if let Lone::OnlyItem { op, len: 1 } = how.lone {
-            if let Some(item) = next()? {
-                write(self, item)?;
-                self.out.op(op);
-            }
-            return Ok(());
-        }
+        // The item read ahead at a batch's start (`Lone::LastItem`).
         let mut ahead: Option<T> = None;
-        let mut fetch = |ahead: &mut Option<T>| match ahead.take() {
-            Some(item) => Ok(Some(item)),
-            None => next(),
-        };
-        let mut written = 0;
-        while let Some(first) = fetch(&mut ahead)? {
-            if let Lone::LastItem { op } = how.lone {
-                ahead = fetch(&mut ahead)?;
-                if ahead.is_none() {
-                    write(self, first)?;
-                    self.out.op(op);
-                    return Ok(());
+        let mut in_batch = 0;
+        let mut any_written = false;
+        loop {
+            let item = match ahead.take() {
+                Some(item) => item,
+                None => match next()? {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            let mut lone = None;
+            if in_batch == 0 {
+                lone = match how.lone {
+                    Lone::OnlyItem { op, len: 1 } => Some(op),
+                    Lone::LastItem { op } => {
+                        ahead = next()?;
+                        ahead.is_none().then_some(op)
+                    }
+                    _ => None,
+                };
+                if lone.is_none() {
+                    self.out.op(MARK);
                 }
             }
-            self.out.op(MARK);
-            write(self, first)?;
-            let mut n = 1;
-            while n < BATCHSIZE {
-                let Some(item) = fetch(&mut ahead)? else {
-                    break;
-                };
-                write(self, item)?;
-                n += 1;
-            }
-            self.out.op(how.batch_op);
-            written += n;
-            if n < BATCHSIZE {
+            write(self, item)?;
+            if let Some(op) = lone {
+                self.out.op(op);
                 return Ok(());
             }
+            any_written = true;
+            in_batch += 1;
+            if in_batch == BATCHSIZE {
+                self.out.op(how.batch_op);
+                in_batch = 0;
+            }
         }
-        if how.empty_after_full && written > 0 {
+        if in_batch > 0 {
+            self.out.op(how.batch_op);
+        } else if how.empty_after_full && any_written {
             self.out.ops(&[MARK, how.batch_op]);
         }
         Ok(())
