@@ -90,45 +90,49 @@ impl<'py> Pickler<'py> {
     ) -> PyResult<()> {
         // The item read ahead at a batch's start (`Lone::LastItem`).
         let mut ahead: Option<T> = None;
-        let mut in_batch = 0;
-        let mut any_written = false;
-        loop {
-            let item = match ahead.take() {
-                Some(item) => item,
-                None => match next()? {
-                    Some(item) => item,
-                    None => break,
-                },
+        let mut fetch = |ahead: &mut Option<T>| match ahead.take() {
+            Some(item) => Ok(Some(item)),
+            None => next(),
+        };
+        let mut full_batches = false;
+        // One batch per turn; `write` is called in one place, so that it is inlined.
+        while let Some(mut item) = fetch(&mut ahead)? {
+            let lone = match how.lone {
+                Lone::OnlyItem { op, len: 1 } => Some(op),
+                Lone::LastItem { op } => {
+                    ahead = fetch(&mut ahead)?;
+                    ahead.is_none().then_some(op)
+                }
+                _ => None,
             };
-            let mut lone = None;
-            if in_batch == 0 {
-                lone = match how.lone {
-                    Lone::OnlyItem { op, len: 1 } => Some(op),
-                    Lone::LastItem { op } => {
-                        ahead = next()?;
-                        ahead.is_none().then_some(op)
-                    }
-                    _ => None,
-                };
-                if lone.is_none() {
-                    self.out.op(MARK);
+            if lone.is_none() {
+                self.out.op(MARK);
+            }
+            let mut n = 0;
+            loop {
+                write(self, item)?;
+                n += 1;
+                if lone.is_some() || n == BATCHSIZE {
+                    break;
+                }
+                match fetch(&mut ahead)? {
+                    Some(next_item) => item = next_item,
+                    None => break,
                 }
             }
-            write(self, item)?;
-            if let Some(op) = lone {
-                self.out.op(op);
+            match lone {
+                Some(op) => {
+                    self.out.op(op);
+                    return Ok(());
+                }
+                None => self.out.op(how.batch_op),
+            }
+            if n < BATCHSIZE {
                 return Ok(());
             }
-            any_written = true;
-            in_batch += 1;
-            if in_batch == BATCHSIZE {
-                self.out.op(how.batch_op);
-                in_batch = 0;
-            }
+            full_batches = true;
         }
-        if in_batch > 0 {
-            self.out.op(how.batch_op);
-        } else if how.empty_after_full && any_written {
+        if how.empty_after_full && full_batches {
             self.out.ops(&[MARK, how.batch_op]);
         }
         Ok(())
