@@ -19,8 +19,6 @@ mod slots;
 mod stats;
 mod writer;
 
-use dumps::{code, globals};
-
 pub use errors::{PicklingError, UnpicklingError};
 
 /// Pickle `obj` to a standard pickle stream (see the `.pyi` stub for the full contract).
@@ -52,9 +50,10 @@ fn loads_py<'py>(
 /// What the pickler remembers between calls (see the `.pyi` stub).
 #[pyfunction]
 fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = dumps::cache_info(py);
     let out = PyDict::new(py);
-    out.set_item("globals", globals::len())?;
-    out.set_item("code_objects", code::len(py))?;
+    out.set_item("globals", info.globals)?;
+    out.set_item("code_objects", info.code_objects)?;
     Ok(out)
 }
 
@@ -66,11 +65,11 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     stats::fill(&out)?;
-    let native = PyDict::new(py);
-    native.set_item("path", layouts::path::get(py)?.is_some())?;
-    native.set_item("partial", layouts::partial::get(py)?.is_some())?;
-    native.set_item("dask", layouts::dask::get(py).is_some())?;
-    out.set_item("native_writers", native)?;
+    let writers = PyDict::new(py);
+    writers.set_item("path", layouts::path::get(py)?.is_some())?;
+    writers.set_item("partial", layouts::partial::get(py)?.is_some())?;
+    writers.set_item("dask", layouts::task_node::get(py).is_some())?;
+    out.set_item("native_writers", writers)?;
     if reset {
         stats::reset();
     }
@@ -80,8 +79,7 @@ fn stats_py(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
 /// Forgets the by-reference/by-value decisions and what is known about code objects.
 #[pyfunction]
 fn cache_clear(py: Python<'_>) {
-    globals::clear();
-    code::clear(py);
+    dumps::cache_clear(py);
 }
 
 /// The module's state (the looked-up cloudpickle functions, the caches) is process-wide and

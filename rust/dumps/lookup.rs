@@ -20,9 +20,9 @@ pub struct Lookup {
     pub cloudpickle_dispatch: Py<PyDict>,
     pub cloudpickle_dumps: Py<PyAny>,
     /// cloudpickle's reconstructors and helpers, which by-value functions, code objects, cells
-    /// and modules are written with (see `fallback.rs`, `code.rs`): the same callables
-    /// `cloudpickle.dumps` writes, so stock `pickle.loads` (with cloudpickle installed) reads
-    /// our streams as it reads cloudpickle's.
+    /// and modules are written with (see `types/by_value.rs`, `types/code.rs`): the same
+    /// callables `cloudpickle.dumps` writes, so stock `pickle.loads` (with cloudpickle
+    /// installed) reads our streams as it reads cloudpickle's.
     pub cp: CloudpickleFns,
     /// The set behind `cloudpickle.register_pickle_by_value` (`_PICKLE_BY_VALUE_MODULES`), read
     /// directly since it is consulted on every call; a copy from the public
@@ -52,7 +52,7 @@ pub struct CloudpickleFns {
     /// `_class_reduce(cls)`: the reduction of a class pickled by value.
     pub class_reduce: Py<PyAny>,
     pub code_type: Py<PyType>,
-    /// `types.MethodType`: bound methods, which `reduce.rs` writes by name where it can.
+    /// `types.MethodType`: bound methods, which `types/reduce.rs` writes by name where it can.
     pub method_type: Py<PyType>,
     pub cell_type: Py<PyType>,
     /// The `"CodeType"` that `_builtin_type` is called with to get `types.CodeType` back.

@@ -3,20 +3,20 @@
 //! Like `PyMemoTable` in `_pickle.c` it is keyed by object address and holds a strong reference
 //! to every entry, so an address can't be reused by a new object while the stream is written.
 //! A `MEMOIZE` for an object that can't be met again (see the memo policy in `mod.rs`) takes its
-//! index with [`Memo::skip`] and no table entry: the stream numbers it as `pickle` does.
+//! index with [`MemoTable::skip`] and no table entry: the stream numbers it as `pickle` does.
 
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
 #[derive(Default)]
-pub struct Memo {
+pub struct MemoTable {
     index: FxHashMap<usize, u32>,
     keep_alive: Vec<Py<PyAny>>,
     /// The index the next `MEMOIZE` assigns.
     next: u32,
 }
 
-impl Memo {
+impl MemoTable {
     /// Forgets every entry but keeps the allocations, for reuse by the next `dumps`.
     pub fn clear(&mut self) {
         self.index.clear();

@@ -6,6 +6,6 @@
 //! `dumps` writes a path, a partial or a dask node from its fields, `loads` builds POSIX paths
 //! and restores `Task`s without calling back into Python.
 
-pub mod dask;
 pub mod partial;
 pub mod path;
+pub mod task_node;

@@ -41,7 +41,7 @@ pub struct PathLayout {
     classes: Vec<Py<PyType>>,
     shape: Shape,
     /// The classes `construct` may build (checked against calling them).
-    native_classes: Vec<Py<PyType>>,
+    buildable_classes: Vec<Py<PyType>>,
 }
 
 /// Where `__reduce__`'s args live; see the module docs.
@@ -139,14 +139,14 @@ impl PathLayout {
             let mut layout = PathLayout {
                 classes: classes.iter().map(|c| c.clone_ref(py)).collect(),
                 shape,
-                native_classes: Vec::new(),
+                buildable_classes: Vec::new(),
             };
             if !layout.reduces_like_pathlib(&pathlib)? {
                 continue;
             }
             for cls in &classes {
                 if layout.construction_matches(cls.bind(py))? {
-                    layout.native_classes.push(cls.clone_ref(py));
+                    layout.buildable_classes.push(cls.clone_ref(py));
                 }
             }
             return Ok(Some(layout));
@@ -258,7 +258,7 @@ impl PathLayout {
     /// Whether `cls` is a path class `construct` may build.
     #[inline]
     pub fn builds(&self, cls: &Bound<'_, PyAny>) -> bool {
-        self.native_classes
+        self.buildable_classes
             .iter()
             .any(|c| c.as_ptr() == cls.as_ptr())
     }

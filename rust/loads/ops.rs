@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::input::owned_line;
 use super::stack::Owned;
 use super::{capi, Reader};
-use crate::layouts::{dask, path};
+use crate::layouts::{path, task_node};
 
 /// `getattr(obj, name)`, with `AttributeError` turned into `None` (`_PyObject_LookupAttr`).
 fn lookup_attr<'py>(
@@ -38,8 +38,8 @@ extern "C" {
     fn PySys_Audit(event: *const std::ffi::c_char, format: *const std::ffi::c_char, ...) -> i32;
 }
 
-/// The native path builder, when this Python's `pathlib` layout was recognised.
-fn native_paths(py: Python<'_>) -> Option<&'static path::PathLayout> {
+/// The path builder of `layouts::path`, when this Python's `pathlib` layout was recognised.
+fn path_builder(py: Python<'_>) -> Option<&'static path::PathLayout> {
     path::get(py).ok().flatten()
 }
 
@@ -619,7 +619,7 @@ impl<'py> Reader<'py> {
         let args = self.pop_bound()?;
         let callable = self.pop_bound()?;
         // A path built from its args without calling the class (see `layouts::path`).
-        if let Some(paths) = native_paths(self.py) {
+        if let Some(paths) = path_builder(self.py) {
             if paths.builds(&callable) {
                 if let Some(obj) = paths.construct(&callable, &args)? {
                     self.push_bound(obj);
@@ -691,8 +691,8 @@ impl<'py> Reader<'py> {
         let state = self.pop_bound()?;
         let inst = self.stack_bound(self.stack.len() - 1)?;
         // A dask `Task`: its `__setstate__` sets slots from a tuple; do that without the call.
-        if let Some(dask) = dask::get(py) {
-            if dask.restore(&inst, &state)? {
+        if let Some(nodes) = task_node::get(py) {
+            if nodes.restore(&inst, &state)? {
                 return Ok(());
             }
         }

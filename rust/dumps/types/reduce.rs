@@ -7,12 +7,17 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use super::{describe, globals, short_repr, Pickler};
+use super::buffer;
+use crate::dumps::batch::Batching;
+use crate::dumps::global_kind;
+use crate::dumps::{describe, short_repr, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::*;
-use crate::writer::BATCHSIZE;
 
-pub fn save_reduced<'py>(
+/// Asks `obj` how to rebuild it (a dispatch table's reducer, else `__reduce_ex__(protocol)`),
+/// as `save()` in `_pickle.c` does for a type it has no writer for, and writes the answer: a
+/// global by name (a string), or the reduce value with [`save_reduce`].
+pub fn reduce_and_save<'py>(
     p: &mut Pickler<'py>,
     obj: &Bound<'py, PyAny>,
     unique: bool,
@@ -20,7 +25,7 @@ pub fn save_reduced<'py>(
     let py = p.py;
     let ty = obj.get_type();
     if ty.is(p.lookup.pickle_buffer_type.bind(py)) {
-        return save_picklebuffer(p, obj, unique);
+        return buffer::save_picklebuffer(p, obj, unique);
     }
     p.counts.reduced += 1;
     // A bound method its owner gives back by name goes as `getattr(owner, name)`, its own
@@ -33,7 +38,7 @@ pub fn save_reduced<'py>(
         None => {
             // SAFETY: type check on a live object.
             if unsafe { ffi::PyCFunction_Check(obj.as_ptr()) } != 0 {
-                if let Some(kind) = globals::cached(py, obj) {
+                if let Some(kind) = global_kind::cached(py, obj) {
                     return p.write_global(obj, kind);
                 }
             }
@@ -296,6 +301,7 @@ fn batch_list<'py>(
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    let mut iter = items.try_iter()?;
     let mut index = 0;
     let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
         let at = index;
@@ -303,7 +309,7 @@ fn batch_list<'py>(
         p.save(&item, false)
             .map_err(|e| p.at(e, || format!("{}[{at}]", describe(owner))))
     };
-    stream_batches(p, items, save, APPEND, APPENDS)
+    p.batched(Batching::LIST_ITEMS, || iter.next().transpose(), save)
 }
 
 /// `batch_dict`: a reducer's `(key, value)` items, as `SETITEM` or batches of `SETITEMS`.
@@ -312,6 +318,7 @@ fn batch_dict<'py>(
     items: &Bound<'py, PyAny>,
     owner: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
+    let mut iter = items.try_iter()?;
     let save = |p: &mut Pickler<'py>, item: Bound<'py, PyAny>| {
         let (k, v) = match item.cast_into::<PyTuple>() {
             Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
@@ -326,130 +333,5 @@ fn batch_dict<'py>(
         p.save(&v, false)
             .map_err(|e| p.at(e, || format!("{}[{}]", describe(owner), short_repr(&k))))
     };
-    stream_batches(p, items, save, SETITEM, SETITEMS)
-}
-
-/// The items of `items` (an iterator), streamed as `batch_list`/`batch_dict` in `_pickle.c`
-/// stream them: the next item is fetched before the one in hand is written; batches of up to
-/// `BATCHSIZE` between `MARK` and `batch_op`, and a batch of one item as a lone `single_op`.
-fn stream_batches<'py>(
-    p: &mut Pickler<'py>,
-    items: &Bound<'py, PyAny>,
-    mut save: impl FnMut(&mut Pickler<'py>, Bound<'py, PyAny>) -> PyResult<()>,
-    single_op: u8,
-    batch_op: u8,
-) -> PyResult<()> {
-    let mut iter = items.try_iter()?;
-    loop {
-        let Some(first) = iter.next().transpose()? else {
-            return Ok(());
-        };
-        let Some(mut item) = iter.next().transpose()? else {
-            save(p, first)?;
-            p.out.op(single_op);
-            return Ok(());
-        };
-        p.out.op(MARK);
-        save(p, first)?;
-        let mut n = 1;
-        loop {
-            save(p, item)?;
-            n += 1;
-            if n == BATCHSIZE {
-                break;
-            }
-            match iter.next().transpose()? {
-                Some(next) => item = next,
-                None => break,
-            }
-        }
-        p.out.op(batch_op);
-        if n < BATCHSIZE {
-            return Ok(());
-        }
-    }
-}
-
-/// `save_picklebuffer`: a PEP 574 buffer goes out of band when the buffer callback returns a
-/// false value, otherwise in band as bytes (read-only) or a bytearray (writable).
-fn save_picklebuffer<'py>(
-    p: &mut Pickler<'py>,
-    obj: &Bound<'py, PyAny>,
-    unique: bool,
-) -> PyResult<()> {
-    if p.proto < 5 {
-        return Err(pickling_error(
-            "PickleBuffer can only pickled with protocol >= 5",
-        ));
-    }
-    let view = BufferView::new(obj)?;
-    if !view.is_contiguous() {
-        return Err(pickling_error(
-            "PickleBuffer can not be pickled when pointing to a non-contiguous buffer",
-        ));
-    }
-    let in_band = match &p.buffer_callback {
-        Some(cb) => cb.call1((obj,))?.is_truthy()?,
-        None => true,
-    };
-    if in_band {
-        if view.readonly() {
-            p.out.bytes(view.as_bytes());
-            p.memoize_unless(obj, unique)
-        } else {
-            // Loads as a (mutable) bytearray: memoized whatever its reference count.
-            p.out.bytearray(view.as_bytes());
-            p.memoize(obj);
-            Ok(())
-        }
-    } else {
-        p.out.op(NEXT_BUFFER);
-        if view.readonly() {
-            p.out.op(READONLY_BUFFER);
-        }
-        Ok(())
-    }
-}
-
-/// A `Py_buffer` released on drop.
-struct BufferView {
-    view: Box<ffi::Py_buffer>,
-}
-
-impl BufferView {
-    fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        // SAFETY: `Py_buffer` is a plain C struct for which all-zeroes is a valid "empty" value.
-        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: `obj` is live; on success the view must be released, which `Drop` does.
-        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_FULL_RO) } != 0 {
-            return Err(PyErr::fetch(obj.py()));
-        }
-        Ok(BufferView { view })
-    }
-
-    fn is_contiguous(&self) -> bool {
-        // SAFETY: `view` was filled by `PyObject_GetBuffer`.
-        unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::ffi::c_char) != 0 }
-    }
-
-    fn readonly(&self) -> bool {
-        self.view.readonly != 0
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        if self.view.len == 0 {
-            return &[];
-        }
-        // SAFETY: a contiguous buffer exposes `len` bytes at `buf` until it is released, which
-        // happens only when `self` is dropped.
-        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
-    }
-}
-
-impl Drop for BufferView {
-    fn drop(&mut self) {
-        // SAFETY: the view was obtained by a successful `PyObject_GetBuffer`; the GIL is held
-        // wherever a `BufferView` lives (it never leaves the pickler).
-        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
-    }
+    p.batched(Batching::DICT_ITEMS, || iter.next().transpose(), save)
 }

@@ -5,7 +5,7 @@
 
 use pyo3::prelude::*;
 
-use super::Pickler;
+use crate::dumps::Pickler;
 use crate::layouts::partial::PartialLayout;
 use crate::opcodes::{BUILD, MARK, REDUCE};
 

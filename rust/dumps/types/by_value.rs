@@ -19,15 +19,12 @@
 //!
 //! Nothing about a function is cached between calls: only what its immutable code object
 //! determines (see `code.rs`). On first use the native writer is checked against the installed
-//! cloudpickle ([`native`]: sample functions pickled both ways, streams compared after
+//! cloudpickle (`cloudpickle_check.rs`: sample functions pickled both ways, streams compared after
 //! `pickletools.optimize`); if they differ (another cloudpickle version), the reduction comes
 //! from a `cloudpickle.Pickler` kept for the call instead, with the same effect.
 //!
 //! By-value classes use cloudpickle's `_class_reduce` (a class is pickled far less often than a
 //! task's function), whose reduction is written by the same walker.
-
-use std::ffi::CStr;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -35,9 +32,10 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
 use super::code;
-use super::lookup::Lookup;
 use super::reduce;
-use super::{describe, Pickler};
+use crate::dumps::cloudpickle_check;
+use crate::dumps::lookup::Lookup;
+use crate::dumps::{describe, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE2};
 
@@ -69,7 +67,7 @@ pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyRe
 
 fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
-    if !native(py, p.lookup) {
+    if !cloudpickle_check::passed(py, p.lookup) {
         let rv = cloudpickle_reduction(p, func)?;
         return reduce::save_reduce(p, func, &rv);
     }
@@ -315,68 +313,4 @@ fn save_class<'py>(p: &mut Pickler<'py>, cls: &Bound<'py, PyType>) -> PyResult<(
             describe(cls.as_any())
         ))),
     }
-}
-
-/// Whether the native writer writes what the installed cloudpickle writes. Decided once, on
-/// first use, by [`probe`]; while the probe runs the answer is "yes", so that the probe itself
-/// exercises the native writer.
-pub fn native(py: Python<'_>, lookup: &Lookup) -> bool {
-    const UNKNOWN: u8 = 0;
-    const YES: u8 = 1;
-    const NO: u8 = 2;
-    static NATIVE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    match NATIVE.load(Ordering::Acquire) {
-        YES => true,
-        NO => false,
-        _ => {
-            NATIVE.store(YES, Ordering::Release);
-            let same = probe(py, lookup).unwrap_or(false);
-            NATIVE.store(if same { YES } else { NO }, Ordering::Release);
-            same
-        }
-    }
-}
-
-/// Sample functions covering every part of the reduction: a closure cell, positional, keyword
-/// and annotated arguments, an attribute, a docstring, module globals and a submodule reached
-/// through one, recursion through a cell, a nested function, a lambda, a comprehension, and
-/// two functions sharing one module's globals.
-const PROBE: &CStr = c"
-import json.decoder
-GLOBAL = {'k': 1}
-def outer():
-    cell = [1]
-    def sample(a, b=2, *, c=3) -> int:
-        'doc'
-        return json.decoder.JSONDecodeError, a, b + c + len(GLOBAL) + len(cell), sample
-    sample.attr = 4
-    return sample
-def plain(x):
-    def nested():
-        return GLOBAL
-    return [y for y in x], lambda: GLOBAL, nested
-samples = [outer(), plain, (outer(), plain)]
-";
-
-/// Whether, for every sample, our stream and `cloudpickle.dumps`'s are the same once
-/// `pickletools.optimize` has dropped unused memo entries (ours skips those cloudpickle
-/// writes for objects nothing can refer to; every other opcode must be equal).
-fn probe(py: Python<'_>, lookup: &Lookup) -> PyResult<bool> {
-    let ns = PyDict::new(py);
-    ns.set_item("__name__", "__main__")?;
-    py.run(PROBE, Some(&ns), Some(&ns))?;
-    let optimize = py.import("pickletools")?.getattr("optimize")?;
-    let cloudpickle_dumps = lookup.cloudpickle_dumps.bind(py);
-    let samples = ns
-        .get_item("samples")?
-        .ok_or_else(|| pickling_error("probe"))?;
-    for sample in samples.try_iter()? {
-        let sample = sample?;
-        let ours = super::dumps(py, &sample, Some(5), None)?;
-        let theirs = cloudpickle_dumps.call1((&sample, 5))?;
-        if !optimize.call1((ours,))?.eq(optimize.call1((theirs,))?)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

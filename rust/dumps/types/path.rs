@@ -5,7 +5,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use super::{list_item, Pickler};
+use super::containers::list_item;
+use crate::dumps::Pickler;
 use crate::layouts::path::PathLayout;
 use crate::opcodes::REDUCE;
 

@@ -24,23 +24,24 @@ use pyo3::types::{IntoPyDict, PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::slots::Slot;
 
-pub struct DaskLayout {
+pub struct TaskNodeLayout {
     nodes: Vec<Node>,
 }
 
 /// One node type: its class, the name its fields are reported under, its fields in state order
-/// and the shape of its reduce value.
+/// and how its reduce value rebuilds it.
 pub struct Node {
     pub cls: Py<PyType>,
     pub name: &'static str,
     pub fields: Vec<Field>,
-    pub shape: Shape,
+    pub reduction: Reduction,
     /// `BUILD` may set the slots directly instead of calling `__setstate__` (checked on a
     /// sample: `Task.__setstate__` sets each slot from the state tuple, in order).
-    native_setstate: bool,
+    setstate_by_slots: bool,
 }
 
-pub enum Shape {
+/// How a node's `__reduce_ex__(5)` rebuilds it.
+pub enum Reduction {
     /// `cls(*fields)` with `REDUCE`.
     Call,
     /// `NEWOBJ` then `BUILD` with the fields as a tuple (`Task`) or a list (nested containers,
@@ -102,15 +103,15 @@ impl Field {
     }
 }
 
-static DASK: PyOnceLock<Option<DaskLayout>> = PyOnceLock::new();
+static TASK_NODES: PyOnceLock<Option<TaskNodeLayout>> = PyOnceLock::new();
 
 /// `len(sys.modules)` when `dask._task_spec` was last found missing: until a module is
 /// imported, there is no need to look again.
 static MODULES_SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The dask node layouts, once `dask._task_spec` has been imported by someone else.
-pub fn get(py: Python<'_>) -> Option<&'static DaskLayout> {
-    if let Some(resolved) = DASK.get(py) {
+pub fn get(py: Python<'_>) -> Option<&'static TaskNodeLayout> {
+    if let Some(resolved) = TASK_NODES.get(py) {
         return resolved.as_ref();
     }
     // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to `sys.modules`.
@@ -127,12 +128,13 @@ pub fn get(py: Python<'_>) -> Option<&'static DaskLayout> {
     }
     // SAFETY: a new reference we now own.
     let module = unsafe { Bound::from_owned_ptr(py, module) };
-    DASK.get_or_init(py, || DaskLayout::resolve(&module).ok())
+    TASK_NODES
+        .get_or_init(py, || TaskNodeLayout::resolve(&module).ok())
         .as_ref()
 }
 
-impl DaskLayout {
-    fn resolve(module: &Bound<'_, PyAny>) -> PyResult<DaskLayout> {
+impl TaskNodeLayout {
+    fn resolve(module: &Bound<'_, PyAny>) -> PyResult<TaskNodeLayout> {
         let py = module.py();
         let newobj = py.import("copyreg")?.getattr("__newobj__")?;
         let mut nodes = Vec::new();
@@ -160,8 +162,8 @@ impl DaskLayout {
                 cls: cls.unbind(),
                 name,
                 fields,
-                shape: Shape::Call,
-                native_setstate: false,
+                reduction: Reduction::Call,
+                setstate_by_slots: false,
             };
             if node.matches(&sample, &newobj)? {
                 nodes.push(node);
@@ -191,15 +193,15 @@ impl DaskLayout {
                 cls: cls.unbind(),
                 name,
                 fields,
-                shape: Shape::State { as_list: nested },
-                native_setstate: false,
+                reduction: Reduction::State { as_list: nested },
+                setstate_by_slots: false,
             };
             if node.matches(&sample, &newobj)? {
-                node.native_setstate = !nested && node.setstate_matches(&sample)?;
+                node.setstate_by_slots = !nested && node.setstate_matches(&sample)?;
                 nodes.push(node);
             }
         }
-        Ok(DaskLayout { nodes })
+        Ok(TaskNodeLayout { nodes })
     }
 
     /// The node type whose class is exactly `ty`.
@@ -217,7 +219,7 @@ impl DaskLayout {
         let Some(node) = self.node_for(inst.get_type_ptr()) else {
             return Ok(false);
         };
-        if !node.native_setstate {
+        if !node.setstate_by_slots {
             return Ok(false);
         }
         let Ok(state) = state.cast::<PyTuple>() else {
@@ -245,11 +247,11 @@ impl Node {
         };
         let reduced = sample.call_method1("__reduce_ex__", (5,))?;
         let cls = self.cls.bind(py);
-        let expected = match self.shape {
-            Shape::Call => (cls, PyTuple::new(py, values)?)
+        let expected = match self.reduction {
+            Reduction::Call => (cls, PyTuple::new(py, values)?)
                 .into_pyobject(py)?
                 .into_any(),
-            Shape::State { as_list } => {
+            Reduction::State { as_list } => {
                 let state = if as_list {
                     PyList::new(py, values)?.into_any()
                 } else {

@@ -23,7 +23,7 @@ pub enum Kind {
         module: Py<PyString>,
         qualname: Py<PyString>,
     },
-    /// Pickled by value through cloudpickle (see `by_value.rs`): defined in `__main__`, in a
+    /// Pickled by value (see `types/by_value.rs`): defined in `__main__`, in a
     /// module registered with `cloudpickle.register_pickle_by_value`, or not importable.
     ByValue,
 }

@@ -1,18 +1,18 @@
 //! Dask graph nodes (`dask._task_spec`) without calling `__reduce_ex__`/`__getstate__`: each
-//! node is written from the slots `layouts::dask` reads, as the opcodes `pickle` would write
+//! node is written from the slots `layouts::task_node` reads, as the opcodes `pickle` would write
 //! from its `__reduce_ex__(5)`: `cls(*slots)` with `REDUCE` for `TaskRef`, `Alias` and
 //! `DataNode`; `NEWOBJ` then `BUILD` with the state tuple (`Task`) or list (nested containers).
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::Pickler;
-use crate::layouts::dask::{Field, Node, Role, Shape};
+use crate::dumps::Pickler;
+use crate::layouts::task_node::{Field, Node, Reduction, Role};
 use crate::opcodes::*;
 
 /// Writes `obj`, an instance of exactly `node`'s class; `false` (nothing written) when a slot
 /// is unset.
-pub fn save_node<'py>(
+pub fn save_task_node<'py>(
     p: &mut Pickler<'py>,
     node: &Node,
     obj: &Bound<'py, PyAny>,
@@ -23,8 +23,8 @@ pub fn save_node<'py>(
     let py = p.py;
     let name = node.name;
     p.save(node.cls.bind(py).as_any(), false)?;
-    match node.shape {
-        Shape::Call => {
+    match node.reduction {
+        Reduction::Call => {
             p.out.tuple_open(values.len());
             for (field, v) in node.fields.iter().zip(&values) {
                 save_field(p, name, field, v)?;
@@ -33,7 +33,7 @@ pub fn save_node<'py>(
             p.out.op(REDUCE);
             p.memoize_reduced(obj);
         }
-        Shape::State { as_list } => {
+        Reduction::State { as_list } => {
             p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
             // Memoized before the state, like every reduced object: the state may lead back.
             p.memoize(obj);

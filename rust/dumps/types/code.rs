@@ -5,7 +5,7 @@
 //!   `_code_reduce` builds them for this Python (3.10: 16 fields, 3.11+: 18 with `co_qualname`
 //!   and `co_exceptiontable`), including its deterministic `co_filename` and its fresh copies
 //!   of the name tuples. Whether that matches the installed cloudpickle is checked once
-//!   (`by_value::native`); if not, code objects go through its `_code_reduce`.
+//!   (`cloudpickle_check.rs`); if not, code objects go through its `_code_reduce`.
 //! - A cell is `_make_cell(contents)` or `_make_empty_cell()` (`_cell_reduce`).
 //! - A module importable by name is `subimport(name)` (`_module_reduce`); anything else goes to
 //!   cloudpickle's `_module_reduce` (modules registered by value become `dynamic_subimport`).
@@ -25,9 +25,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use super::lookup::Lookup;
-use super::Pickler;
-use super::{by_value, globals, reduce};
+use super::reduce;
+use crate::dumps::cloudpickle_check;
+use crate::dumps::global_kind;
+use crate::dumps::lookup::Lookup;
+use crate::dumps::Pickler;
 use crate::opcodes::{EMPTY_TUPLE, REDUCE};
 
 extern "C" {
@@ -40,19 +42,6 @@ pub fn cell_contents<'py>(cell: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>
     // SAFETY: `cell` is a live cell object; `PyCell_Get` returns a new reference or NULL (an
     // empty cell), without setting an exception for a cell.
     unsafe { Bound::from_owned_ptr_or_opt(cell.py(), PyCell_Get(cell.as_ptr())) }
-}
-
-/// Whether `obj` is exactly a cell (the dispatch table `_cell_reduce` is in is keyed by type).
-#[inline]
-pub fn is_cell(lookup: &Lookup, obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type_ptr() == lookup.cp.cell_type.as_ptr() as *mut ffi::PyTypeObject
-}
-
-/// Whether `obj` is exactly a module (`types.ModuleType`, as `_module_reduce` is registered).
-#[inline]
-pub fn is_module(obj: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: reading the type of a live object and the address of a static type object.
-    unsafe { ffi::Py_TYPE(obj.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) }
 }
 
 /// `_cell_reduce`: `_make_cell(contents)` or `_make_empty_cell()`, then memoized.
@@ -87,7 +76,7 @@ pub fn save_module<'py>(p: &mut Pickler<'py>, module: &Bound<'py, PyAny>) -> PyR
     let Ok(name) = name.cast_into::<PyString>() else {
         return Ok(false);
     };
-    if globals::registered_by_value(py, p.lookup, name.to_str()?)? {
+    if global_kind::registered_by_value(py, p.lookup, name.to_str()?)? {
         return Ok(false);
     }
     // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to `sys.modules`.
@@ -124,7 +113,7 @@ fn save_code_type(p: &mut Pickler<'_>) -> PyResult<()> {
 /// with this Python's constructor fields, in their order.
 pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
-    if !by_value::native(py, p.lookup) {
+    if !cloudpickle_check::passed(py, p.lookup) {
         let reducer = p
             .lookup
             .cloudpickle_dispatch
