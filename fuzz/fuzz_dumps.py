@@ -10,7 +10,7 @@ libFuzzer's bytes are the program's decisions, so its mutations steer the genera
 extension built by ``fuzz/build-instrumented`` it also sees the Rust code's edges. A mismatch
 does not stop the run: its input is saved as ``fuzz/found/dumps/CLASS-SHA1`` (CLASS is
 ``differential_dumps.classify``'s guess; one file per class and run, none for a class that
-already has one), which ``tests/test_fuzz_regressions.py`` replays on every test run. Anything
+already has one), which ``tests/loads/test_fuzz_regressions.py`` replays on every test run. Anything
 else that goes wrong (an exception, a crash) stops libFuzzer, which saves the input under its
 ``-artifact_prefix``. Progress lines (programs/s, comparisons, mismatches by class) go to stderr.
 """
