@@ -55,6 +55,7 @@ from dask.utils import format_bytes, key_split, parse_bytes
 from distributed.utils import ensure_memoryview
 
 import ferropickle
+from ferropickle import _send_once  # send-once: hoists large shared parts out of graphs
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -710,6 +711,7 @@ def _install(role: str = "process", *, warn: bool = True) -> bool:
     if _installed:
         return True
     new_settings = Settings.from_config()
+    send_once_threshold = _byte_size("send-once.threshold")  # send-once: read before patching
     problem = _layout_problem()
     if problem is not None:
         message = (
@@ -743,6 +745,8 @@ def _install(role: str = "process", *, warn: bool = True) -> bool:
         _patches.append((module, name, getattr(module, name)))
         setattr(module, name, replacement[name])
     _installed = True
+    if send_once_threshold is not None:  # send-once: rewrite graphs the scheduler receives
+        _send_once.install(send_once_threshold)
     _collector = _register_prometheus()
     threshold = new_settings.large_pickle_warning
     logger.info(
@@ -793,6 +797,7 @@ def uninstall() -> None:
             if getattr(module, name, None) in (dumps, loads):
                 setattr(module, name, original)
         _patches.clear()
+        _send_once.uninstall()  # send-once
         # Modules imported while we were installed copied the replacement by name.
         for module, name in _package_modules_holding({"dumps": dumps, "loads": loads}):
             setattr(module, name, _STOCK_DUMPS if name == "dumps" else _STOCK_LOADS)

@@ -1,0 +1,613 @@
+"""Send it once: a large part shared by many tasks reaches each worker once, not once per task.
+
+Every graph a client submits becomes tasks in ``distributed.scheduler._materialize_graph``
+(called for each ``update_graph``, on the scheduler's offload thread). While installed, this
+module wraps that function and rewrites the scheduler's own unpickled copy of the graph:
+
+* a *part* of a task is a top-level argument or keyword argument of a ``Task``, an argument or
+  keyword of the ``functools.partial`` that is its function, or its function (or the partial's)
+  when ``cloudpickle`` would pickle it by value (its pickle then holds the globals its code
+  reads, its defaults and its closure);
+* a part whose pickle (``ferropickle.dumps``) is at least the threshold, and that is the very
+  same object in two or more tasks of the graph (or whose pickle was already seen in a recent
+  graph: a ``client.submit`` loop sends a new copy each time), is pickled **once** and put in
+  the graph as a ``DataNode`` holding those bytes, under a key named by their SHA-256 digest;
+* each task that held the part gets ``Task(None, pickle.loads, TaskRef(key))`` in its place, so
+  it depends on that key and rebuilds its own copy of the part with the standard library's
+  ``pickle.loads`` (a replaced function is called through ``dask.utils.apply``).
+
+Dask itself then sends the bytes to one worker with the ``DataNode``, lets the others fetch
+them peer to peer, spills them, releases them with their last dependent and recomputes them if
+a worker dies; workers need nothing but Dask. The same content submitted again while the
+cluster holds its key is found by that key: the scheduler keeps the task it has.
+
+What is *not* hoisted, so that every task means what it meant: a part that appears twice in
+the same task, or that shares an object with another part of the same task (a hoisted copy
+would no longer be the same object as the rest of the task's); a ``partial`` with attributes,
+a subclass or a graph node among its arguments; the function of a coroutine task; the tasks
+of a fused subgraph; parts that ferropickle cannot pickle (Dask's own pickling then reports the
+error as usual).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import pickle
+import threading
+import types
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+import cloudpickle
+from dask._task_spec import DataNode, Dict, GraphNode, Task, TaskRef, Tuple, _execute_subgraph
+from dask.sizeof import sizeof
+from dask.utils import apply, format_bytes, key_split
+
+import ferropickle
+
+__all__ = [
+    "KEY_PREFIX",
+    "Hoisted",
+    "hoist",
+    "install",
+    "installed",
+    "is_send_once_key",
+    "reset_stats",
+    "stats",
+    "uninstall",
+]
+
+logger = logging.getLogger("ferropickle.dask")
+
+_scheduler_module = import_module("distributed.scheduler")
+
+#: The first element of every key this module adds to a graph: ``(f"{KEY_PREFIX}-{digest}", 0)``.
+#: A tuple key puts each content in a task group of its own (``key_split_group`` keeps the
+#: first element whole), so the tasks that depend on it keep the scheduling of root tasks.
+KEY_PREFIX = "send-once"
+
+#: How many digests of large parts seen in recent graphs are remembered (32 bytes each, never
+#: the parts): a part seen again is hoisted even when only one task of its graph holds it.
+_RECENT = 4096
+
+_ATOMS = (int, float, complex, bool, str, bytes, type(None))
+
+_lock = threading.Lock()
+_threshold: int | None = None
+# digest -> whether it was hoisted already (then the log names it at debug level only).
+_recent: OrderedDict[str, bool] = OrderedDict()
+_original_materialize: Callable[..., Any] | None = None
+_original_set_priorities: Callable[..., Any] | None = None
+# Per task prefix of the tasks that were rewritten: [tasks, parts replaced, bytes those tasks no
+# longer carry, bytes put in the graph once].
+_per_prefix: dict[str, list[int]] = {}
+
+
+def is_send_once_key(key: Any) -> bool:
+    """Whether ``key`` is one this module put in a graph."""
+    return (
+        type(key) is tuple
+        and len(key) == 2
+        and isinstance(key[0], str)
+        and key[0].startswith(KEY_PREFIX + "-")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the parts of a task
+# --------------------------------------------------------------------------------------------
+
+
+def _by_value(func: types.FunctionType) -> bool:
+    """Whether cloudpickle (so distributed) pickles ``func`` by value, globals and all."""
+    try:
+        return not cloudpickle.cloudpickle._should_pickle_by_reference(func)
+    except Exception:
+        return func.__module__ == "__main__"
+
+
+def _is_coroutine(func: Any) -> bool:
+    target = func.func if isinstance(func, functools.partial) else func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(func)
+
+
+def _rewritable_partial(func: Any) -> bool:
+    """A partial that a ``Task(None, functools.partial, ...)`` rebuilds exactly."""
+    return (
+        type(func) is functools.partial
+        and not getattr(func, "__dict__", None)
+        and "_data_producer" not in func.keywords
+        and not any(isinstance(a, (GraphNode, TaskRef)) for a in func.args)
+        and not any(isinstance(v, (GraphNode, TaskRef)) for v in func.keywords.values())
+    )
+
+
+# A site is where a part sits in its task: ("arg", i), ("kwarg", name), ("func",),
+# ("partial.func",), ("partial.arg", i), ("partial.kwarg", name).
+Site = tuple[Any, ...]
+
+
+def _label(site: Site) -> str:
+    """The path of a site as ferropickle's error paths and ``explain`` write it."""
+    kind = site[0]
+    if kind == "arg":
+        return f"Task.args[{site[1]}]"
+    if kind == "kwarg":
+        return f"Task.kwargs[{site[1]!r}]"
+    if kind == "func":
+        return "Task.func"
+    if kind == "partial.func":
+        return "Task.func -> partial.func"
+    if kind == "partial.arg":
+        return f"Task.func -> partial.args[{site[1]}]"
+    return f"Task.func -> partial.keywords[{site[1]!r}]"
+
+
+def _rewritable_task(node: Any) -> bool:
+    return type(node) is Task and node.func is not _execute_subgraph and node.func is not apply
+
+
+def _parts(task: Task) -> Iterator[tuple[Site, Any, bool]]:
+    """``(site, part, may_be_hoisted)`` for every part of ``task`` that has an identity worth
+    guarding (atoms and references are left out)."""
+    func = task.func
+    func_rewritable = not _is_coroutine(func) and "_data_producer" not in task.kwargs
+    if func_rewritable and _rewritable_partial(func):
+        inner = func.func
+        yield (
+            ("partial.func",),
+            inner,
+            isinstance(inner, types.FunctionType) and _by_value(inner),
+        )
+        for i, arg in enumerate(func.args):
+            if not isinstance(arg, _ATOMS):
+                yield ("partial.arg", i), arg, True
+        for name, value in func.keywords.items():
+            if not isinstance(value, _ATOMS):
+                yield ("partial.kwarg", name), value, True
+    else:
+        hoistable = func_rewritable and isinstance(func, types.FunctionType) and _by_value(func)
+        yield ("func",), func, hoistable
+    for i, arg in enumerate(task.args):
+        if isinstance(arg, TaskRef) or isinstance(arg, _ATOMS):
+            continue
+        yield ("arg", i), arg, not isinstance(arg, GraphNode)
+    for name, value in task.kwargs.items():
+        if isinstance(value, TaskRef) or isinstance(value, _ATOMS):
+            continue
+        yield ("kwarg", name), value, not isinstance(value, GraphNode)
+
+
+# --------------------------------------------------------------------------------------------
+# Identity: which objects a pickle of a part contains
+# --------------------------------------------------------------------------------------------
+
+
+class _Sink:
+    """A file that forgets what is written (only the pickler's memo is wanted)."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _identity_free(obj: Any) -> bool:
+    """Objects whose identity no task can observe across a pickle: immutable atoms, and what is
+    pickled by reference (modules, classes, importable functions), which is the same object on
+    both sides."""
+    if isinstance(obj, (*_ATOMS, type, types.ModuleType, types.BuiltinFunctionType)):
+        return True
+    return isinstance(obj, types.FunctionType) and not _by_value(obj)
+
+
+@dataclass
+class _Reach:
+    """The ids of the objects a part's pickle writes, kept with the memo that holds them alive
+    (so no id can be reused by another object while the graph is examined)."""
+
+    ids: frozenset[int]
+    memo: Any
+
+
+def _reach(obj: Any) -> _Reach:
+    pickler = cloudpickle.Pickler(_Sink(), protocol=5, buffer_callback=lambda _buffer: None)
+    try:
+        pickler.dump(obj)
+    except Exception:
+        # Unpicklable: its own id is all we know, and it is never hoisted anyway.
+        return _Reach(frozenset({id(obj)}), obj)
+    memo = pickler.memo.copy()
+    ids = {id(obj)}
+    for _index, member in memo.values():
+        if _identity_free(member):
+            continue
+        ids.add(id(member))
+        if isinstance(member, types.FunctionType):
+            # Functions of one module pickled in one stream share one globals dict when loaded.
+            ids.add(id(member.__globals__))
+    if isinstance(obj, types.FunctionType):
+        ids.add(id(obj.__globals__))
+    return _Reach(frozenset(ids), memo)
+
+
+# --------------------------------------------------------------------------------------------
+# The rewrite of one graph
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """One distinct object that may be hoisted, with the tasks and sites holding it."""
+
+    obj: Any
+    sites: list[tuple[Any, Site]] = field(default_factory=list)
+    data: bytes | None = None
+    key: tuple[str, int] | None = None
+    #: Whether no earlier graph had it hoisted.
+    new: bool = True
+
+
+@dataclass
+class Hoisted:
+    """What `hoist` did to one graph."""
+
+    #: The graph, rewritten (the same dict object, updated in place).
+    dsk: dict[Any, Any]
+    #: One row per key added: (key, bytes of the pickle, number of tasks that now depend on
+    #: it, the path of its first site).
+    parts: list[tuple[tuple[str, int], int, int, str]]
+    #: How many of those keys no earlier graph had.
+    new: int
+    #: Per task prefix of the rewritten tasks: [tasks, parts replaced, bytes no longer carried
+    #: by those tasks, bytes put in the graph once].
+    per_prefix: dict[str, list[int]]
+
+    @property
+    def total(self) -> int:
+        return sum(size for _key, size, _n, _path in self.parts)
+
+
+def _dumps(obj: Any) -> bytes | None:
+    try:
+        return ferropickle.dumps(obj, 5)
+    except Exception:
+        return None
+
+
+def _digest_key(data: bytes) -> tuple[str, str]:
+    digest = hashlib.sha256(data).hexdigest()[:32]
+    return digest, (f"{KEY_PREFIX}-{digest}", 0)
+
+
+def _remember(digest: str, hoisted: bool | None = None) -> bool | None:
+    """Records ``digest`` as seen (and, if given, whether it is hoisted); returns None if it had
+    not been seen, else whether it had been hoisted."""
+    with _lock:
+        before = _recent.get(digest)
+        _recent[digest] = bool(before) or bool(hoisted)
+        _recent.move_to_end(digest)
+        while len(_recent) > _RECENT:
+            _recent.popitem(last=False)
+    return before
+
+
+def _choose(parts: dict[int, _Part], threshold: int) -> None:
+    """Pickles the candidates worth it and gives each a key; the others get ``key=None``."""
+    for part in parts.values():
+        tasks = {id(task) for task, _site in part.sites}
+        shared = len(tasks) >= 2
+        obj = part.obj
+        if not shared and not isinstance(obj, types.FunctionType):
+            # A single holder is only worth hoisting if the same content comes again; ask
+            # sizeof first so that small arguments are not pickled twice.
+            try:
+                if sizeof(obj) < threshold // 4:
+                    continue
+            except Exception:
+                continue
+        data = _dumps(obj)
+        if data is None or len(data) < threshold:
+            continue
+        digest, key = _digest_key(data)
+        before = _remember(digest, hoisted=shared)
+        if shared or before is not None:
+            _remember(digest, hoisted=True)
+            part.data = data
+            part.key = key
+            part.new = not before
+
+
+def _loader(key: tuple[str, int]) -> Task:
+    # Every task rebuilds its own copy: no task sees what another did to its object.
+    return Task(None, pickle.loads, TaskRef(key))
+
+
+def _container(values: tuple[Any, ...] | dict[str, Any]) -> Any:
+    """Plain containers unless a value is a graph node, which only a node container evaluates."""
+    items = values.values() if isinstance(values, dict) else values
+    if any(isinstance(v, (GraphNode, TaskRef)) for v in items):
+        return Dict(values) if isinstance(values, dict) else Tuple(*values)
+    return values
+
+
+def _rewrite(task: Task, replace: dict[Site, tuple[str, int]]) -> Task:
+    args = tuple(
+        _loader(replace[("arg", i)]) if ("arg", i) in replace else arg
+        for i, arg in enumerate(task.args)
+    )
+    kwargs = {
+        name: _loader(replace[("kwarg", name)]) if ("kwarg", name) in replace else value
+        for name, value in task.kwargs.items()
+    }
+    producer = task.data_producer
+    func = task.func
+    if ("func",) in replace:
+        func_node: Any = _loader(replace[("func",)])
+    elif any(site[0].startswith("partial.") for site in replace):
+        inner = func.func
+        if ("partial.func",) in replace:
+            inner = _loader(replace[("partial.func",)])
+        pargs = [
+            _loader(replace[("partial.arg", i)]) if ("partial.arg", i) in replace else arg
+            for i, arg in enumerate(func.args)
+        ]
+        pkwargs = {
+            name: (
+                _loader(replace[("partial.kwarg", name)])
+                if ("partial.kwarg", name) in replace
+                else value
+            )
+            for name, value in func.keywords.items()
+        }
+        func_node = Task(None, functools.partial, inner, *pargs, **pkwargs)
+    else:
+        return Task(task.key, func, *args, _data_producer=producer, **kwargs)
+    return Task(
+        task.key,
+        apply,
+        func_node,
+        _container(args),
+        _container(kwargs),
+        _data_producer=producer,
+    )
+
+
+def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
+    """Rewrites ``dsk`` (a materialized graph: key -> ``GraphNode``) in place so that each part
+    worth it is sent once; see the module's docstring for the rules."""
+    parts: dict[int, _Part] = {}
+    holders: list[tuple[Task, list[tuple[Site, Any, bool]]]] = []
+    for node in dsk.values():
+        if not _rewritable_task(node):
+            continue
+        found = list(_parts(node))
+        hoistable = False
+        for site, obj, may in found:
+            if may:
+                hoistable = True
+                part = parts.get(id(obj))
+                if part is None:
+                    part = parts[id(obj)] = _Part(obj)
+                part.sites.append((node, site))
+        if hoistable:
+            holders.append((node, found))
+    if not parts:
+        return Hoisted(dsk, [], 0, {})
+    _choose(parts, threshold)
+    chosen = {ident: part for ident, part in parts.items() if part.key is not None}
+    if not chosen:
+        return Hoisted(dsk, [], 0, {})
+
+    reaches: dict[int, _Reach] = {}
+
+    def reach(obj: Any) -> frozenset[int]:
+        if _identity_free(obj):
+            return frozenset()
+        known = reaches.get(id(obj))
+        if known is None:
+            known = reaches[id(obj)] = _reach(obj)
+        return known.ids
+
+    overlaps: dict[tuple[int, int], bool] = {}
+
+    def overlap(a: Any, b: Any) -> bool:
+        pair = (id(a), id(b))
+        result = overlaps.get(pair)
+        if result is None:
+            result = overlaps[pair] = not reach(a).isdisjoint(reach(b))
+        return result
+
+    used: Counter[int] = Counter()
+    per_prefix: dict[str, list[int]] = {}
+    first_path: dict[int, str] = {}
+    for task, found in holders:
+        counts = Counter(id(obj) for _site, obj, _may in found)
+        hoisted = [
+            (site, obj)
+            for site, obj, may in found
+            if may and id(obj) in chosen and counts[id(obj)] == 1
+        ]
+        if not hoisted:
+            continue
+        # Identity within the task: a hoisted part must share no object with the rest of it.
+        rest = [obj for site, obj, _may in found if all(site != s for s, _ in hoisted)]
+        keep = []
+        for site, obj in hoisted:
+            if any(overlap(obj, other) for other in rest):
+                continue
+            if any(other is not obj and overlap(obj, other) for _s, other in hoisted):
+                continue
+            keep.append((site, obj))
+        if not keep:
+            continue
+        replace = {site: chosen[id(obj)].key for site, obj in keep}
+        dsk[task.key] = _rewrite(task, replace)  # type: ignore[arg-type]
+        row = per_prefix.setdefault(key_split(task.key), [0, 0, 0, 0])
+        row[0] += 1
+        for site, obj in keep:
+            ident = id(obj)
+            if used[ident] == 0:
+                size = len(chosen[ident].data or b"")
+                first_path[ident] = f"{_label(site)} -> {_describe(obj, size)}"
+                row[3] += len(chosen[ident].data or b"")
+            used[ident] += 1
+            row[1] += 1
+            row[2] += len(chosen[ident].data or b"")
+
+    rows = []
+    new = 0
+    for ident, n in used.items():
+        part = chosen[ident]
+        assert part.key is not None and part.data is not None
+        dsk[part.key] = DataNode(part.key, part.data)
+        rows.append((part.key, len(part.data), n, first_path[ident]))
+        new += part.new
+    rows.sort(key=lambda row: row[1], reverse=True)
+    return Hoisted(dsk, rows, new, per_prefix)
+
+
+def _describe(obj: Any, size: int) -> str:
+    if isinstance(obj, types.FunctionType):
+        return f"<function {obj.__qualname__} {format_bytes(size)}>"
+    return f"<{type(obj).__name__} {format_bytes(size)}>"
+
+
+# --------------------------------------------------------------------------------------------
+# The scheduler's side: the wrapped functions, the log line, the counts
+# --------------------------------------------------------------------------------------------
+
+
+def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
+    assert _original_materialize is not None
+    dsk, annotations = _original_materialize(*args, **kwargs)
+    threshold = _threshold
+    if threshold is None or not dsk:
+        return dsk, annotations
+    try:
+        result = hoist(dsk, threshold)
+    except Exception:  # the graph is still the user's: never fail a submission over this
+        logger.exception("ferropickle send-once: could not examine a graph; it is sent as is")
+        return dsk, annotations
+    if result.parts:
+        with _lock:
+            for prefix, row in result.per_prefix.items():
+                total = _per_prefix.setdefault(prefix, [0, 0, 0, 0])
+                for i, value in enumerate(row):
+                    total[i] += value
+        _key, _size, n, path = result.parts[0]
+        tasks = sum(row[0] for row in result.per_prefix.values())
+        prefixes = sorted(result.per_prefix)
+        named = ", ".join(prefixes[:3]) + (
+            f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else ""
+        )
+        # Once per graph that hoists something new; a graph reusing what an earlier one hoisted
+        # (each call of a client.submit loop) at debug level.
+        logger.log(
+            logging.INFO if result.new else logging.DEBUG,
+            "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
+            "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
+            len(result.parts),
+            format_bytes(result.total),
+            tasks,
+            named,
+            path,
+            n,
+        )
+    return result.dsk, annotations
+
+
+def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Gives a hoisted key that the client's priorities don't name (``client.submit`` and
+    ``client.map`` send priorities for their own keys only) the best priority of the tasks that
+    need it, so it runs first; the scheduler requires every task it sends to have one."""
+    assert _original_set_priorities is not None
+    _original_set_priorities(self, *args, **kwargs)
+    tasks = kwargs["tasks"] if "tasks" in kwargs else args[-1]
+    for ts in tasks:
+        if ts.priority is None and is_send_once_key(ts.key):
+            priorities = [dts.priority for dts in ts.dependents if dts.priority is not None]
+            if priorities:
+                ts.priority = min(priorities)
+
+
+def _layout_problem() -> str | None:
+    original = getattr(_scheduler_module, "_materialize_graph", None)
+    if not callable(original):
+        return "distributed.scheduler._materialize_graph is missing"
+    try:
+        params = list(inspect.signature(original).parameters)
+    except (TypeError, ValueError):
+        return "distributed.scheduler._materialize_graph has no signature"
+    if params[:1] != ["expr"]:
+        return f"distributed.scheduler._materialize_graph takes {params}"
+    priorities = getattr(_scheduler_module.Scheduler, "_set_priorities", None)
+    if priorities is None or "tasks" not in inspect.signature(priorities).parameters:
+        return "distributed.scheduler.Scheduler._set_priorities has changed"
+    return None
+
+
+def install(threshold: int) -> bool:
+    """Hoists parts of at least ``threshold`` bytes out of every graph this process's scheduler
+    receives; returns whether that is now the case (False, with a warning in the log, if the
+    installed distributed is not laid out as this module expects). Idempotent; a new threshold
+    replaces the old."""
+    global _threshold, _original_materialize, _original_set_priorities
+    with _lock:
+        if _original_materialize is None:
+            problem = _layout_problem()
+            if problem is not None:
+                logger.warning("ferropickle send-once is off: %s", problem)
+                return False
+            _original_materialize = _scheduler_module._materialize_graph
+            _original_set_priorities = _scheduler_module.Scheduler._set_priorities
+            _scheduler_module._materialize_graph = _materialize_graph
+            _scheduler_module.Scheduler._set_priorities = _set_priorities
+        _threshold = threshold
+    return True
+
+
+def uninstall() -> None:
+    """Puts distributed's functions back; idempotent. Graphs already rewritten keep their
+    hoisted keys, which Dask releases with their last dependent as usual."""
+    global _threshold, _original_materialize, _original_set_priorities
+    with _lock:
+        if _original_materialize is not None:
+            if _scheduler_module._materialize_graph is _materialize_graph:
+                _scheduler_module._materialize_graph = _original_materialize
+            if _scheduler_module.Scheduler.__dict__.get("_set_priorities") is _set_priorities:
+                _scheduler_module.Scheduler._set_priorities = _original_set_priorities
+        _original_materialize = _original_set_priorities = None
+        _threshold = None
+        _recent.clear()
+
+
+def installed() -> int | None:
+    """The threshold in use, or None when send-once is not installed."""
+    return _threshold
+
+
+def stats() -> dict[str, dict[str, int]]:
+    """Per task prefix of the tasks that were rewritten in this process: ``tasks`` rewritten,
+    ``parts`` replaced by a reference, ``bytes_not_sent_per_task`` (the pickled size of those
+    parts, summed over the tasks: what the tasks' own messages no longer carry) and
+    ``bytes_sent_once`` (the pickles put in the graphs once instead)."""
+    with _lock:
+        return {
+            prefix: {
+                "tasks": row[0],
+                "parts": row[1],
+                "bytes_not_sent_per_task": row[2],
+                "bytes_sent_once": row[3],
+            }
+            for prefix, row in _per_prefix.items()
+        }
+
+
+def reset_stats() -> None:
+    with _lock:
+        _per_prefix.clear()
