@@ -459,16 +459,21 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
             row[1] += 1
             row[2] += len(chosen[ident].data or b"")
 
-    rows = []
+    # Equal content in two objects is one key: one row, the tasks of both counted.
+    rows: dict[tuple[str, int], list[Any]] = {}
     new = 0
     for ident, n in used.items():
         part = chosen[ident]
         assert part.key is not None and part.data is not None
-        dsk[part.key] = DataNode(part.key, part.data)
-        rows.append((part.key, len(part.data), n, first_path[ident]))
-        new += part.new
-    rows.sort(key=lambda row: row[1], reverse=True)
-    return Hoisted(dsk, rows, new, per_prefix)
+        row = rows.get(part.key)
+        if row is None:
+            dsk[part.key] = DataNode(part.key, part.data)
+            rows[part.key] = [part.key, len(part.data), n, first_path[ident]]
+            new += part.new
+        else:
+            row[2] += n
+    ordered = sorted((tuple(row) for row in rows.values()), key=lambda row: row[1], reverse=True)
+    return Hoisted(dsk, ordered, new, per_prefix)  # type: ignore[arg-type]
 
 
 def _describe(obj: Any, size: int) -> str:
