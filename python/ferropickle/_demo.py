@@ -44,9 +44,9 @@ class ProcessCluster:
 
     Each is its own OS process (``sys.executable -m distributed.cli.dask_scheduler`` /
     ``dask_worker``), listening on loopback only (random ports, found through a scheduler
-    file), with no dashboard and one thread per worker (no nanny, so the workers are exactly
-    ``n_workers`` processes). Use it as a context manager; processes are always terminated on
-    exit and their logs live in a temporary directory until then.
+    file), with no dashboard and one thread per worker (no nanny unless ``nanny=True``, so the
+    workers are exactly ``n_workers`` processes). Use it as a context manager; processes are
+    always terminated on exit and their logs live in a temporary directory until then.
     """
 
     def __init__(
@@ -57,8 +57,10 @@ class ProcessCluster:
         worker_preload: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         worker_env: Mapping[str, str] | None = None,
+        nanny: bool = False,
     ) -> None:
         self.n_workers = n_workers
+        self.nanny = nanny
         self.scheduler_preload = list(scheduler_preload)
         self.worker_preload = list(worker_preload)
         self.env = {**os.environ, **(env or {})}
@@ -120,7 +122,7 @@ class ProcessCluster:
                 "127.0.0.1",
                 "--nthreads",
                 "1",
-                "--no-nanny",
+                "--nanny" if self.nanny else "--no-nanny",
                 "--no-dashboard",
                 "--dashboard-address",
                 "127.0.0.1:0",

@@ -4,10 +4,11 @@ Every graph a client submits becomes tasks in ``distributed.scheduler._materiali
 (called for each ``update_graph``, on the scheduler's offload thread). While installed, this
 module wraps that function and rewrites the scheduler's own unpickled copy of the graph:
 
-* a *part* of a task is a top-level argument or keyword argument of a ``Task``, an argument or
-  keyword of the ``functools.partial`` that is its function, or its function (or the partial's)
-  when ``cloudpickle`` would pickle it by value (its pickle then holds the globals its code
-  reads, its defaults and its closure);
+* a *part* of a task (or of a task inside a fused subgraph, ``Task.fuse``) is a top-level
+  argument or keyword argument of a ``Task``, an argument or keyword of the
+  ``functools.partial`` that is its function, or its function (or the partial's) when
+  ``cloudpickle`` would pickle it by value (its pickle then holds the globals its code reads,
+  its defaults and its closure);
 * a part whose pickle (``ferropickle.dumps``) is at least the threshold, and that is the very
   same object in two or more tasks of the graph (or whose pickle was already seen in a recent
   graph: a ``client.submit`` loop sends a new copy each time), is pickled **once** and put in
@@ -24,9 +25,8 @@ cluster holds its key is found by that key: the scheduler keeps the task it has.
 What is *not* hoisted, so that every task means what it meant: a part that appears twice in
 the same task, or that shares an object with another part of the same task (a hoisted copy
 would no longer be the same object as the rest of the task's); a ``partial`` with attributes,
-a subclass or a graph node among its arguments; the function of a coroutine task; the tasks
-of a fused subgraph; parts that ferropickle cannot pickle (Dask's own pickling then reports the
-error as usual).
+a subclass or a graph node among its arguments; the function of a coroutine task; parts that
+ferropickle cannot pickle (Dask's own pickling then reports the error as usual).
 """
 
 from __future__ import annotations
@@ -149,10 +149,6 @@ def _label(site: Site) -> str:
     return f"Task.func -> partial.keywords[{site[1]!r}]"
 
 
-def _rewritable_task(node: Any) -> bool:
-    return type(node) is Task and node.func is not _execute_subgraph and node.func is not apply
-
-
 def _parts(task: Task) -> Iterator[tuple[Site, Any, bool]]:
     """``(site, part, may_be_hoisted)`` for every part of ``task`` that has an identity worth
     guarding (atoms and references are left out)."""
@@ -245,7 +241,7 @@ class _Part:
     """One distinct object that may be hoisted, with the tasks and sites holding it."""
 
     obj: Any
-    sites: list[tuple[Any, Site]] = field(default_factory=list)
+    sites: list[tuple[Any, Any]] = field(default_factory=list)
     data: bytes | None = None
     key: tuple[str, int] | None = None
     #: Whether no earlier graph had it hoisted.
@@ -377,25 +373,82 @@ def _rewrite(task: Task, replace: dict[Site, tuple[str, int]]) -> Task:
     )
 
 
+def _units(node: Any) -> list[tuple[Any, Task]]:
+    """The tasks whose parts are examined for one node of the graph, each with its name inside
+    the node: the node itself if it is a plain task, the tasks of a fused subgraph (what
+    ``Task.fuse`` builds: ``_execute_subgraph(inner_dsk, outkey, inkeys, *dependencies)``)."""
+    if type(node) is not Task or node.func is apply:
+        return []
+    if node.func is not _execute_subgraph:
+        return [(None, node)]
+    args = node.args
+    if len(args) < 3 or type(args[0]) is not dict or not isinstance(args[2], tuple):
+        return []
+    return [
+        (key, inner)
+        for key, inner in args[0].items()
+        if type(inner) is Task and inner.func is not _execute_subgraph and inner.func is not apply
+    ]
+
+
+def _short(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _rewrite_node(
+    node: Task, replace: dict[tuple[Any, Site], tuple[str, int]], units: list[tuple[Any, Task]]
+) -> Task:
+    if node.func is not _execute_subgraph:
+        return _rewrite(node, {site: key for (_name, site), key in replace.items()})
+    inner_dsk, outkey, inkeys, *dependencies = node.args
+    inner_dsk = dict(inner_dsk)
+    needed: dict[tuple[str, int], None] = {}
+    for name, task in units:
+        mine = {site: key for (unit, site), key in replace.items() if unit == name}
+        if mine:
+            inner_dsk[name] = _rewrite(task, mine)
+            needed.update(dict.fromkeys(mine.values()))
+    # The subgraph reads a hoisted key like its other inputs: named in inkeys, passed as a
+    # dependency of the fused task.
+    added = tuple(key for key in needed if key not in inkeys)
+    return Task(
+        node.key,
+        _execute_subgraph,
+        inner_dsk,
+        outkey,
+        (*inkeys, *added),
+        *dependencies,
+        *(TaskRef(key) for key in added),
+        _data_producer=node.data_producer,
+    )
+
+
 def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     """Rewrites ``dsk`` (a materialized graph: key -> ``GraphNode``) in place so that each part
     worth it is sent once; see the module's docstring for the rules."""
     parts: dict[int, _Part] = {}
-    holders: list[tuple[Task, list[tuple[Site, Any, bool]]]] = []
+    # Per node of the graph: its units and every part found in them, as
+    # ((unit name, site), part, may be hoisted).
+    holders: list[tuple[Task, list[tuple[Any, Task]], list[tuple[tuple[Any, Site], Any, bool]]]]
+    holders = []
     for node in dsk.values():
-        if not _rewritable_task(node):
+        units = _units(node)
+        if not units:
             continue
-        found = list(_parts(node))
+        found = [
+            ((name, site), obj, may) for name, unit in units for site, obj, may in _parts(unit)
+        ]
         hoistable = False
-        for site, obj, may in found:
+        for where, obj, may in found:
             if may:
                 hoistable = True
                 part = parts.get(id(obj))
                 if part is None:
                     part = parts[id(obj)] = _Part(obj)
-                part.sites.append((node, site))
+                part.sites.append((node, where))
         if hoistable:
-            holders.append((node, found))
+            holders.append((node, units, found))
     if not parts:
         return Hoisted(dsk, [], 0, {})
     _choose(parts, threshold)
@@ -425,39 +478,43 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     used: Counter[int] = Counter()
     per_prefix: dict[str, list[int]] = {}
     first_path: dict[int, str] = {}
-    for task, found in holders:
-        counts = Counter(id(obj) for _site, obj, _may in found)
+    for node, units, found in holders:
+        # Identity is kept per node: what one pickle (one task message) holds is one object on
+        # the worker, so a hoisted part must be the only place the node holds it, and share
+        # no object with the rest of the node.
+        counts = Counter(id(obj) for _where, obj, _may in found)
         hoisted = [
-            (site, obj)
-            for site, obj, may in found
+            (where, obj)
+            for where, obj, may in found
             if may and id(obj) in chosen and counts[id(obj)] == 1
         ]
         if not hoisted:
             continue
-        # Identity within the task: a hoisted part must share no object with the rest of it.
-        rest = [obj for site, obj, _may in found if all(site != s for s, _ in hoisted)]
+        places = {where for where, _obj in hoisted}
+        rest = [obj for where, obj, _may in found if where not in places]
         keep = []
-        for site, obj in hoisted:
+        for where, obj in hoisted:
             if any(overlap(obj, other) for other in rest):
                 continue
-            if any(other is not obj and overlap(obj, other) for _s, other in hoisted):
+            if any(other is not obj and overlap(obj, other) for _w, other in hoisted):
                 continue
-            keep.append((site, obj))
+            keep.append((where, obj))
         if not keep:
             continue
-        replace = {site: chosen[id(obj)].key for site, obj in keep}
-        dsk[task.key] = _rewrite(task, replace)  # type: ignore[arg-type]
-        row = per_prefix.setdefault(key_split(task.key), [0, 0, 0, 0])
+        replace = {where: chosen[id(obj)].key for where, obj in keep}
+        dsk[node.key] = _rewrite_node(node, replace, units)  # type: ignore[arg-type]
+        row = per_prefix.setdefault(key_split(node.key), [0, 0, 0, 0])
         row[0] += 1
-        for site, obj in keep:
+        for (name, site), obj in keep:
             ident = id(obj)
+            size = len(chosen[ident].data or b"")
             if used[ident] == 0:
-                size = len(chosen[ident].data or b"")
-                first_path[ident] = f"{_label(site)} -> {_describe(obj, size)}"
-                row[3] += len(chosen[ident].data or b"")
+                inside = "" if name is None else f"Task.args[0][{_short(name)}] -> "
+                first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
+                row[3] += size
             used[ident] += 1
             row[1] += 1
-            row[2] += len(chosen[ident].data or b"")
+            row[2] += size
 
     # Equal content in two objects is one key: one row, the tasks of both counted.
     rows: dict[tuple[str, int], list[Any]] = {}

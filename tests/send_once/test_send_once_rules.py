@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import operator
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -188,6 +189,19 @@ def test_a_partials_by_value_function_is_hoisted():
     dsk = {("g", i): Task(("g", i), functools.partial(lookup), i) for i in range(2)}
     check(dsk, [*dsk])
     assert len(hoisted_keys(dsk)) == 1
+
+
+def test_a_part_inside_a_fused_subgraph_is_hoisted_and_read_as_one_of_its_inputs():
+    func = functools.partial(scale_kw, a=array(6.0))
+    dsk = {}
+    for i in range(3):
+        first = Task(("first", i), operator.add, i, 1)
+        second = Task(("second", i), func, TaskRef(("first", i)))
+        dsk[("second", i)] = Task.fuse(first, second)
+    got = check(dsk, [*dsk])
+    assert [got[("second", i)] for i in range(3)] == [BIG * 6.0 + i + 1 for i in range(3)]
+    [key] = hoisted_keys(dsk)
+    assert all(dsk[("second", i)].dependencies == {key} for i in range(3))
 
 
 # --------------------------------------------------------------------------------------------

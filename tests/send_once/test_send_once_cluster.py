@@ -1,0 +1,259 @@
+"""Send-once on real clusters: a ``dask scheduler --preload ferropickle.dask`` process and
+``dask worker`` processes that cannot import ferropickle.
+
+The workers run the same interpreter and packages, with a directory first on their
+``PYTHONPATH`` whose ``ferropickle`` package raises ``ImportError``: everything they run must
+come from Dask and the standard library. Each test checks the results against the same
+computation done here, counts the bytes the scheduler's TCP comms wrote (a large shared part
+must cross them about once, not once per task) and, once the futures are released, that
+neither the scheduler nor a worker holds a hoisted key any more.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pytest
+import send_once_tasks as tasks
+from distributed import as_completed
+from distributed.client import FutureCancelledError
+
+from ferropickle import _demo
+
+pytestmark = pytest.mark.slow
+
+HERE = pathlib.Path(__file__).parent
+TIMEOUT = 120
+N = 30
+MIB = 1 << 20
+#: Bytes the scheduler may write for N tasks sharing a 1 MiB part: the part about once (to the
+#: first worker; the other fetches it from that one), plus the small task messages. Stock Dask
+#: writes N MiB.
+ONCE = 3 * MIB
+
+GLOBAL_SCRIPT = """
+TABLE = {-k: "v" * 40 for k in range(1, 20000)}
+
+def grow(i):
+    TABLE[i] = "new"          # mutates its global: no other task may see it
+    return len(TABLE)
+"""
+
+
+def script(source: str, name: str) -> Any:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(source, "<script>", "exec"), namespace)
+    return namespace[name]
+
+
+def pythonpath(*entries: str) -> str:
+    extra = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([*entries, *([extra] if extra else [])])
+
+
+@pytest.fixture(scope="session")
+def no_ferropickle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A directory whose ``ferropickle`` cannot be imported; first on the workers' path."""
+    shadow = tmp_path_factory.mktemp("no-ferropickle")
+    (shadow / "ferropickle").mkdir()
+    (shadow / "ferropickle" / "__init__.py").write_text(
+        "raise ImportError('ferropickle is not installed on this worker')\n"
+    )
+    return str(shadow)
+
+
+def start(no_ferropickle: str, *, nanny: bool = False, **scheduler_env: str) -> Any:
+    return _demo.ProcessCluster(
+        2,
+        scheduler_preload=["ferropickle.dask"],
+        env={"PYTHONPATH": pythonpath(str(HERE)), **scheduler_env},
+        worker_env={"PYTHONPATH": pythonpath(no_ferropickle, str(HERE))},
+        nanny=nanny,
+    )
+
+
+def connect(cluster: Any) -> Any:
+    client = cluster.client()
+    workers = client.scheduler_info()["workers"]
+    assert client.run(tasks.can_import_ferropickle) == dict.fromkeys(workers, False)
+    assert client.run_on_scheduler(tasks.can_import_ferropickle) is True
+    return client
+
+
+@pytest.fixture(scope="module")
+def client(no_ferropickle: str) -> Iterator[Any]:
+    with start(no_ferropickle) as cluster:
+        client = connect(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def sent(client: Any) -> int:
+    return client.run_on_scheduler(tasks.count_sent_bytes)
+
+
+def assert_nothing_hoisted_is_held(client: Any) -> None:
+    """Once the futures are gone, the scheduler forgets hoisted keys and workers drop them."""
+    deadline = time.monotonic() + 30
+    while True:
+        on_scheduler = client.run_on_scheduler(tasks.scheduler_hoisted_keys)
+        on_workers = {w: k for w, k in client.run(tasks.worker_hoisted_keys).items() if k}
+        if not on_scheduler and not on_workers:
+            return
+        assert time.monotonic() < deadline, (on_scheduler, on_workers)
+        time.sleep(0.1)
+
+
+def array(value: float = 1.0) -> np.ndarray:
+    return np.arange(MIB // 8, dtype=float) + value
+
+
+# --------------------------------------------------------------------------------------------
+# The workloads
+# --------------------------------------------------------------------------------------------
+
+
+def test_map_over_a_partial_holding_an_array_sends_the_array_once(client):
+    a = array()
+    before = sent(client)
+    futures = client.map(functools.partial(tasks.scale, a), range(N))
+    assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+    assert sent(client) - before < ONCE
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_map_of_a_script_function_reading_a_large_global_sends_it_once(client):
+    grow = script(GLOBAL_SCRIPT, "grow")
+    before = sent(client)
+    futures = client.map(grow, range(N))
+    # Every task grew its own copy of the global by one key.
+    assert client.gather(futures) == [20000] * N
+    assert sent(client) - before < ONCE
+    assert len(grow.__globals__["TABLE"]) == 19999
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_map_blocks_with_a_partial_holding_an_array_sends_it_once(client):
+    a = array()
+    x = da.arange(N * 100, chunks=100, dtype=float)
+    y = x.map_blocks(functools.partial(tasks.scale_block, a=a))
+    before = sent(client)
+    got = y.compute(scheduler=client)
+    assert np.array_equal(got, np.arange(N * 100, dtype=float) + np.tile(a[:100], N))
+    # The result's N blocks also pass through the scheduler here (compute gathers them).
+    assert sent(client) - before < ONCE + got.nbytes * 2
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_a_submit_loop_of_new_copies_of_one_array_sends_it_about_once(client):
+    a = array(5.0)
+    before = sent(client)
+    futures = [client.submit(tasks.scale, a.copy(), i) for i in range(N)]
+    assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+    # The first call goes as stock (nothing to recognise yet), the second hoists the content,
+    # the others refer to it while the cluster holds it.
+    assert sent(client) - before < ONCE + MIB
+    stats = client.run_on_scheduler(tasks.send_once_stats)
+    assert stats["scale"]["tasks"] >= N - 1
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_a_task_that_mutates_its_argument_changes_nothing_for_the_others(client):
+    a = np.zeros(MIB // 8)
+    futures = client.map(functools.partial(tasks.bump, a), range(N))
+    assert client.gather(futures) == [1.0] * N
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+
+
+def test_cancelled_tasks_leave_nothing_and_the_same_content_computes_again(client):
+    a = array(2.0)
+    futures = client.map(functools.partial(tasks.slow, a), range(N))
+    done = as_completed(futures)
+    next(done)
+    client.cancel(futures)
+    del futures, done
+    assert_nothing_hoisted_is_held(client)
+    # The same content again, after its key was forgotten: hoisted anew, computed as stock.
+    futures = client.map(functools.partial(tasks.scale, a), range(N))
+    assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_retried_tasks_rebuild_their_part_and_give_stocks_results(client, tmp_path):
+    a = array(3.0)
+    func = functools.partial(tasks.fail_once, a, flags=str(tmp_path))
+    futures = client.map(func, range(N // 3), retries=1)
+    assert client.gather(futures) == [tasks.scale(a, i) for i in range(N // 3)]
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_a_killed_worker_and_a_restart_give_stocks_results_and_leave_nothing(no_ferropickle):
+    with start(no_ferropickle, nanny=True) as cluster:
+        client = connect(cluster)
+        try:
+            a = array(4.0)
+            futures = client.map(functools.partial(tasks.slow, a), range(2 * N))
+            done = as_completed(futures)
+            next(done)
+            # Kill the worker holding the hoisted part, mid-run; its nanny starts a new one.
+            [key] = client.run_on_scheduler(tasks.scheduler_hoisted_keys)
+            holder = next(iter(client.who_has([key])[key]), None)
+            victims = [holder] if holder else list(client.scheduler_info()["workers"])[:1]
+            client.run(os._exit, 1, workers=victims, wait=False)
+            assert client.gather(futures) == [tasks.scale(a, i) for i in range(2 * N)]
+            del futures, done
+            assert_nothing_hoisted_is_held(client)
+
+            futures = client.map(functools.partial(tasks.slow, a), range(2 * N))
+            next(as_completed(futures))
+            client.restart()
+            with pytest.raises((FutureCancelledError, Exception)):
+                futures[-1].result(timeout=TIMEOUT)
+            del futures
+            assert_nothing_hoisted_is_held(client)
+            futures = client.map(functools.partial(tasks.scale, a), range(N))
+            assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+            del futures
+            assert_nothing_hoisted_is_held(client)
+        finally:
+            client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The off switch
+# --------------------------------------------------------------------------------------------
+
+
+def test_threshold_false_sends_the_part_with_every_task(no_ferropickle):
+    with start(no_ferropickle, DASK_FERROPICKLE__SEND_ONCE__THRESHOLD="false") as cluster:
+        client = connect(cluster)
+        try:
+            a = array()
+            before = sent(client)
+            futures = client.map(functools.partial(tasks.scale, a), range(N))
+            assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+            assert sent(client) - before > N * a.nbytes
+            assert client.run_on_scheduler(tasks.send_once_stats) == {}
+            assert client.run_on_scheduler(tasks.scheduler_hoisted_keys) == []
+        finally:
+            client.close()
