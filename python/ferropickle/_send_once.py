@@ -18,9 +18,10 @@ module wraps that function and rewrites the scheduler's own unpickled copy of th
   ``pickle.loads`` (a replaced function is called through ``dask.utils.apply``).
 
 Dask itself then sends the bytes to one worker with the ``DataNode``, lets the others fetch
-them peer to peer, spills them, releases them with their last dependent and recomputes them if
-a worker dies; workers need nothing but Dask. The same content submitted again while the
-cluster holds its key is found by that key: the scheduler keeps the task it has.
+them peer to peer, spills them and recomputes them if a worker dies; workers need nothing but
+Dask. The scheduler keeps each such key wanted (by the pseudo-client `HOLDER`) until its last
+dependent is forgotten, so the same content submitted again meanwhile is found by its key (the
+scheduler keeps the task it has) instead of being sent again.
 
 What is *not* hoisted, so that every task means what it meant: a part that appears twice in
 the same task, or that shares an object with another part of the same task (a hoisted copy
@@ -37,6 +38,7 @@ import inspect
 import logging
 import pickle
 import threading
+import time
 import types
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -48,10 +50,12 @@ import cloudpickle
 from dask._task_spec import DataNode, Dict, GraphNode, Task, TaskRef, Tuple, _execute_subgraph
 from dask.sizeof import sizeof
 from dask.utils import apply, format_bytes, key_split
+from tornado.ioloop import PeriodicCallback
 
 import ferropickle
 
 __all__ = [
+    "HOLDER",
     "KEY_PREFIX",
     "Hoisted",
     "hoist",
@@ -584,17 +588,53 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
 
 
 def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:
-    """Gives a hoisted key that the client's priorities don't name (``client.submit`` and
-    ``client.map`` send priorities for their own keys only) the best priority of the tasks that
-    need it, so it runs first; the scheduler requires every task it sends to have one."""
+    """After the scheduler's own: gives a hoisted key that the client's priorities don't name
+    (``client.submit`` and ``client.map`` send priorities for their own keys only) the best
+    priority of the tasks that need it, so it runs first (the scheduler requires every task it
+    sends to have one), and keeps it wanted while it has dependents (see `_hold`)."""
     assert _original_set_priorities is not None
     _original_set_priorities(self, *args, **kwargs)
     tasks = kwargs["tasks"] if "tasks" in kwargs else args[-1]
+    ours = []
     for ts in tasks:
-        if ts.priority is None and is_send_once_key(ts.key):
-            priorities = [dts.priority for dts in ts.dependents if dts.priority is not None]
-            if priorities:
-                ts.priority = min(priorities)
+        if is_send_once_key(ts.key):
+            ours.append(ts.key)
+            if ts.priority is None:
+                priorities = [dts.priority for dts in ts.dependents if dts.priority is not None]
+                if priorities:
+                    ts.priority = min(priorities)
+    if ours:
+        _hold(self, ours)
+
+
+#: The name under which the scheduler wants the hoisted keys (as ``fire-and-forget`` wants the
+#: keys of fire-and-forget futures), and of the periodic callback that lets them go.
+HOLDER = "ferropickle-send-once"
+_SWEEP_MS = 500
+
+
+def _hold(scheduler: Any, keys: list[Any]) -> None:
+    """Keeps ``keys`` in memory while any task depends on them, not only while some wait for
+    them: Dask would release a hoisted pickle as soon as the tasks submitted so far had run,
+    and a ``client.submit`` loop would then send it again with almost every call. A periodic
+    sweep lets each go once its last dependent is forgotten (released by its client,
+    cancelled, or cleared by ``client.restart()``)."""
+    scheduler.client_desires_keys(keys=keys, client=HOLDER)
+    if HOLDER not in scheduler.periodic_callbacks:
+        callback = PeriodicCallback(functools.partial(_sweep, scheduler), _SWEEP_MS)
+        scheduler.periodic_callbacks[HOLDER] = callback
+        callback.start()
+
+
+def _sweep(scheduler: Any) -> None:
+    holder = scheduler.clients.get(HOLDER)
+    if holder is None or not holder.wants_what:
+        return
+    done = [ts.key for ts in holder.wants_what if _threshold is None or not ts.dependents]
+    if done:
+        scheduler.client_releases_keys(
+            keys=done, client=HOLDER, stimulus_id=f"{HOLDER}-release-{time.time()}"
+        )
 
 
 def _layout_problem() -> str | None:

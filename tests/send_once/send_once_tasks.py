@@ -61,6 +61,18 @@ def scheduler_hoisted_keys(dask_scheduler: Any) -> list[Any]:
     return [key for key in dask_scheduler.tasks if is_hoisted(key)]
 
 
+def hoisted_key_holders(dask_scheduler: Any) -> list[str]:
+    """The workers that hold a hoisted key in memory."""
+    return sorted(
+        {
+            ws.address
+            for ts in dask_scheduler.tasks.values()
+            if is_hoisted(ts.key)
+            for ws in ts.who_has or ()
+        }
+    )
+
+
 def worker_hoisted_keys(dask_worker: Any) -> list[Any]:
     return [key for key in dask_worker.state.tasks if is_hoisted(key)]
 
