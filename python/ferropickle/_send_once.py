@@ -377,21 +377,32 @@ def _rewrite(task: Task, replace: dict[Site, tuple[str, int]]) -> Task:
     )
 
 
-def _units(node: Any) -> list[tuple[Any, Task]]:
-    """The tasks whose parts are examined for one node of the graph, each with its name inside
-    the node: the node itself if it is a plain task, the tasks of a fused subgraph (what
-    ``Task.fuse`` builds: ``_execute_subgraph(inner_dsk, outkey, inkeys, *dependencies)``)."""
+#: Fused subgraphs nest (``Task.fuse`` of tasks that are fused already); deeper ones are left.
+_MAX_NESTING = 8
+
+# Where a unit sits in its node: the inner keys leading to it through fused subgraphs (empty for
+# the node itself).
+Path = tuple[Any, ...]
+
+
+def _units(node: Any, depth: int = 0) -> list[tuple[Path, Task]]:
+    """The tasks whose parts are examined for one node of the graph, each with its path inside
+    the node: the node itself if it is a plain task, else the tasks of the fused subgraph it
+    runs (what ``Task.fuse`` builds: ``_execute_subgraph(inner_dsk, outkey, inkeys, *deps)``),
+    through nested subgraphs."""
     if type(node) is not Task or node.func is apply:
         return []
     if node.func is not _execute_subgraph:
-        return [(None, node)]
+        return [((), node)]
     args = node.args
-    if len(args) < 3 or type(args[0]) is not dict or not isinstance(args[2], tuple):
+    if depth >= _MAX_NESTING or len(args) < 3:
+        return []
+    if type(args[0]) is not dict or not isinstance(args[2], tuple):
         return []
     return [
-        (key, inner)
+        ((key, *path), unit)
         for key, inner in args[0].items()
-        if type(inner) is Task and inner.func is not _execute_subgraph and inner.func is not apply
+        for path, unit in _units(inner, depth + 1)
     ]
 
 
@@ -400,18 +411,20 @@ def _short(key: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _rewrite_node(
-    node: Task, replace: dict[tuple[Any, Site], tuple[str, int]], units: list[tuple[Any, Task]]
-) -> Task:
+def _rewrite_node(node: Task, replace: dict[tuple[Path, Site], tuple[str, int]]) -> Task:
     if node.func is not _execute_subgraph:
-        return _rewrite(node, {site: key for (_name, site), key in replace.items()})
+        return _rewrite(node, {site: key for (_path, site), key in replace.items()})
     inner_dsk, outkey, inkeys, *dependencies = node.args
     inner_dsk = dict(inner_dsk)
     needed: dict[tuple[str, int], None] = {}
-    for name, task in units:
-        mine = {site: key for (unit, site), key in replace.items() if unit == name}
+    for name, task in list(inner_dsk.items()):
+        mine = {
+            (path[1:], site): key
+            for (path, site), key in replace.items()
+            if path and path[0] == name
+        }
         if mine:
-            inner_dsk[name] = _rewrite(task, mine)
+            inner_dsk[name] = _rewrite_node(task, mine)
             needed.update(dict.fromkeys(mine.values()))
     # The subgraph reads a hoisted key like its other inputs: named in inkeys, passed as a
     # dependency of the fused task.
@@ -434,7 +447,7 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     parts: dict[int, _Part] = {}
     # Per node of the graph: its units and every part found in them, as
     # ((unit name, site), part, may be hoisted).
-    holders: list[tuple[Task, list[tuple[Any, Task]], list[tuple[tuple[Any, Site], Any, bool]]]]
+    holders: list[tuple[Task, list[tuple[tuple[Path, Site], Any, bool]]]]
     holders = []
     for node in dsk.values():
         units = _units(node)
@@ -452,7 +465,7 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
                     part = parts[id(obj)] = _Part(obj)
                 part.sites.append((node, where))
         if hoistable:
-            holders.append((node, units, found))
+            holders.append((node, found))
     if not parts:
         return Hoisted(dsk, [], 0, {})
     _choose(parts, threshold)
@@ -482,7 +495,7 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     used: Counter[int] = Counter()
     per_prefix: dict[str, list[int]] = {}
     first_path: dict[int, str] = {}
-    for node, units, found in holders:
+    for node, found in holders:
         # Identity is kept per node: what one pickle (one task message) holds is one object on
         # the worker, so a hoisted part must be the only place the node holds it, and share
         # no object with the rest of the node.
@@ -506,14 +519,14 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
         if not keep:
             continue
         replace = {where: chosen[id(obj)].key for where, obj in keep}
-        dsk[node.key] = _rewrite_node(node, replace, units)  # type: ignore[arg-type]
+        dsk[node.key] = _rewrite_node(node, replace)
         row = per_prefix.setdefault(key_split(node.key), [0, 0, 0, 0])
         row[0] += 1
-        for (name, site), obj in keep:
+        for (path, site), obj in keep:
             ident = id(obj)
             size = len(chosen[ident].data or b"")
             if used[ident] == 0:
-                inside = "" if name is None else f"Task.args[0][{_short(name)}] -> "
+                inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
                 first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
                 row[3] += size
             used[ident] += 1

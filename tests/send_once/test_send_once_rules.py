@@ -204,6 +204,21 @@ def test_a_part_inside_a_fused_subgraph_is_hoisted_and_read_as_one_of_its_inputs
     assert all(dsk[("second", i)].dependencies == {key} for i in range(3))
 
 
+def test_a_part_inside_nested_fused_subgraphs_is_read_as_an_input_at_each_level():
+    func = functools.partial(scale_kw, a=array(6.0))
+    dsk = {}
+    for i in range(3):
+        first = Task(("first", i), operator.add, i, 1)
+        second = Task.fuse(first, Task(("second", i), func, TaskRef(("first", i))))
+        dsk[("third", i)] = Task.fuse(
+            second, Task(("third", i), operator.neg, TaskRef(("second", i)))
+        )
+    got = check(dsk, [*dsk])
+    assert [got[("third", i)] for i in range(3)] == [-(BIG * 6.0 + i + 1) for i in range(3)]
+    [key] = hoisted_keys(dsk)
+    assert all(dsk[("third", i)].dependencies == {key} for i in range(3))
+
+
 # --------------------------------------------------------------------------------------------
 # The meaning of each task is unchanged
 # --------------------------------------------------------------------------------------------
