@@ -76,16 +76,25 @@ _scheduler_module = import_module("distributed.scheduler")
 #: first element whole), so the tasks that depend on it keep the scheduling of root tasks.
 KEY_PREFIX = "send-once"
 
-#: How many digests of large parts seen in recent graphs are remembered (32 bytes each, never
-#: the parts): a part seen again is hoisted even when only one task of its graph holds it.
+#: How many fingerprints of large parts seen in recent graphs are remembered (16 bytes each,
+#: never the parts): a part seen again is hoisted even when only one task of its graph holds it.
 _RECENT = 4096
+#: A fingerprint reads this many bytes at each end of the pickle and of each of its buffers,
+#: and _FP_STRIDES runs of 256 bytes in between: enough to tell contents apart in practice, and
+#: only ever a hint (a match is confirmed by comparing whole pickles).
+_FP_EDGE = 4096
+_FP_STRIDES = 16
 
 _ATOMS = (int, float, complex, bool, str, bytes, type(None))
 
 _lock = threading.Lock()
 _threshold: int | None = None
-# digest -> whether it was hoisted already (then the log names it at debug level only).
-_recent: OrderedDict[str, bool] = OrderedDict()
+# Fingerprints of large parts seen recently (see `_choose`).
+_recent: OrderedDict[bytes, None] = OrderedDict()
+# Fingerprint -> (key, pickle) of the parts hoisted while the scheduler still has their key:
+# the same content in a later graph is recognised by comparing pickles, without hashing them
+# again. The pickle is the very bytes object the scheduler's DataNode holds (no copy is kept).
+_known: dict[bytes, tuple[tuple[str, int], bytes]] = {}
 _original_materialize: Callable[..., Any] | None = None
 _original_set_priorities: Callable[..., Any] | None = None
 # Per task prefix of the tasks that were rewritten: [tasks, parts replaced, bytes those tasks no
@@ -279,27 +288,48 @@ def _dumps(obj: Any) -> bytes | None:
         return None
 
 
-def _digest_key(data: bytes) -> tuple[str, str]:
+def _digest_key(data: bytes) -> tuple[str, tuple[str, int]]:
     digest = hashlib.sha256(data).hexdigest()[:32]
     return digest, (f"{KEY_PREFIX}-{digest}", 0)
 
 
-def _remember(digest: str, hoisted: bool | None = None) -> bool | None:
-    """Records ``digest`` as seen (and, if given, whether it is hoisted); returns None if it had
-    not been seen, else whether it had been hoisted."""
+def _remember(fingerprint: bytes) -> bool:
+    """Records ``fingerprint`` as seen; returns whether it had been seen before."""
     with _lock:
-        before = _recent.get(digest)
-        _recent[digest] = bool(before) or bool(hoisted)
-        _recent.move_to_end(digest)
+        seen = fingerprint in _recent
+        _recent[fingerprint] = None
+        _recent.move_to_end(fingerprint)
         while len(_recent) > _RECENT:
             _recent.popitem(last=False)
-    return before
+    return seen
+
+
+def _fingerprint(views: list[memoryview]) -> bytes:
+    """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between."""
+    h = hashlib.blake2b(digest_size=16)
+    for view in views:
+        n = view.nbytes
+        h.update(n.to_bytes(8, "little"))
+        if n <= 4 * _FP_EDGE:
+            h.update(view)
+            continue
+        h.update(view[:_FP_EDGE])
+        h.update(view[n - _FP_EDGE :])
+        step = n // _FP_STRIDES
+        for i in range(1, _FP_STRIDES):
+            h.update(view[i * step : i * step + 256])
+    return h.digest()
 
 
 def _choose(parts: dict[int, _Part], threshold: int) -> None:
-    """Pickles the candidates worth it and gives each a key; the others get ``key=None``."""
+    """Pickles the candidates worth it and gives each a key; the others get ``key=None``.
+
+    The first pickle is written with its buffers out of band (an array's data is not copied),
+    which gives the size and a fingerprint. A part whose fingerprint names a key hoisted
+    earlier, and whose whole pickle equals that key's, reuses the key; one shared by two tasks
+    or more, or seen in a recent graph, gets a new key named by the SHA-256 of its pickle."""
     for part in parts.values():
-        tasks = {id(task) for task, _site in part.sites}
+        tasks = {id(task) for task, _where in part.sites}
         shared = len(tasks) >= 2
         obj = part.obj
         if not shared and not isinstance(obj, types.FunctionType):
@@ -310,16 +340,34 @@ def _choose(parts: dict[int, _Part], threshold: int) -> None:
                     continue
             except Exception:
                 continue
-        data = _dumps(obj)
-        if data is None or len(data) < threshold:
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            stream = ferropickle.dumps(obj, 5, buffer_callback=buffers.append)
+            views = [memoryview(stream), *(buffer.raw() for buffer in buffers)]
+        except Exception:
             continue
-        digest, key = _digest_key(data)
-        before = _remember(digest, hoisted=shared)
-        if shared or before is not None:
-            _remember(digest, hoisted=True)
+        if sum(view.nbytes for view in views) < threshold:
+            continue
+        fingerprint = _fingerprint(views)
+        del views
+        with _lock:
+            known = _known.get(fingerprint)
+        if known is not None or shared or _remember(fingerprint):
+            # Without buffers the first pickle was the whole one already.
+            data = stream if not buffers else _dumps(obj)
+            if data is None:
+                continue
+            if known is not None and data == known[1]:
+                part.key, part.data, part.new = known[0], known[1], False
+                continue
+            if not shared and known is not None and not _remember(fingerprint):
+                continue
+            part.key = _digest_key(data)[1]
             part.data = data
-            part.key = key
-            part.new = not before
+            with _lock:
+                _known[fingerprint] = (part.key, data)
+                if len(_known) > _RECENT:
+                    del _known[next(iter(_known))]
 
 
 def _loader(key: tuple[str, int]) -> Task:
@@ -641,13 +689,18 @@ def _hold(scheduler: Any, keys: list[Any]) -> None:
 
 def _sweep(scheduler: Any) -> None:
     holder = scheduler.clients.get(HOLDER)
-    if holder is None or not holder.wants_what:
-        return
-    done = [ts.key for ts in holder.wants_what if _threshold is None or not ts.dependents]
-    if done:
-        scheduler.client_releases_keys(
-            keys=done, client=HOLDER, stimulus_id=f"{HOLDER}-release-{time.time()}"
-        )
+    if holder is not None and holder.wants_what:
+        done = [ts.key for ts in holder.wants_what if _threshold is None or not ts.dependents]
+        if done:
+            scheduler.client_releases_keys(
+                keys=done, client=HOLDER, stimulus_id=f"{HOLDER}-release-{time.time()}"
+            )
+    if _known:
+        # What the scheduler forgot is sent again if it comes again; the pickle is let go.
+        with _lock:
+            for fingerprint, (key, _data) in list(_known.items()):
+                if key not in scheduler.tasks:
+                    del _known[fingerprint]
 
 
 def _layout_problem() -> str | None:
@@ -699,6 +752,7 @@ def uninstall() -> None:
         _original_materialize = _original_set_priorities = None
         _threshold = None
         _recent.clear()
+        _known.clear()
 
 
 def installed() -> int | None:

@@ -103,10 +103,12 @@ def hoist(dsk: dict[Any, Any]) -> _send_once.Hoisted:
 
 @pytest.fixture(autouse=True)
 def forget_digests() -> Iterator[None]:
-    """Each test starts with no digests seen: what one test hoisted can't change another."""
+    """Each test starts with nothing seen: what one test hoisted can't change another."""
     _send_once._recent.clear()
+    _send_once._known.clear()
     yield
     _send_once._recent.clear()
+    _send_once._known.clear()
 
 
 def check(dsk: dict[Any, Any], keys: list[Any]) -> dict[Any, Any]:
@@ -327,6 +329,19 @@ def test_a_part_of_one_task_is_hoisted_when_a_later_graph_sends_the_same_content
     other = {"four": Task("four", scale, array(8.0), 4)}
     hoist(other)
     assert hoisted_keys(other) == []  # other content: not seen before
+
+
+def test_contents_that_differ_only_where_the_fingerprint_does_not_look_get_their_own_keys():
+    a = array(1.0)
+    b = a.copy()
+    # Between the fingerprint's samples of a 1 MiB buffer (its edges and 256 bytes every 64 KiB).
+    b[(8 * 65536 + 1024) // 8] += 1
+    first = {("a", i): Task(("a", i), scale, a, i) for i in range(2)}
+    second = {("b", i): Task(("b", i), scale, b, i) for i in range(2)}
+    hoist(first)
+    got = check(second, [*second])
+    assert hoisted_keys(first) != hoisted_keys(second)
+    assert got[("b", 0)] == scale(b, 0) == scale(a, 0) + 1
 
 
 def test_the_same_content_in_two_objects_gets_one_key():
