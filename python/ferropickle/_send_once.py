@@ -41,7 +41,7 @@ import threading
 import time
 import types
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
@@ -162,35 +162,51 @@ def _label(site: Site) -> str:
     return f"Task.func -> partial.keywords[{site[1]!r}]"
 
 
-def _parts(task: Task) -> Iterator[tuple[Site, Any, bool]]:
-    """``(site, part, may_be_hoisted)`` for every part of ``task`` that has an identity worth
-    guarding (atoms and references are left out)."""
-    func = task.func
-    func_rewritable = not _is_coroutine(func) and "_data_producer" not in task.kwargs
+def _func_parts(func: Any) -> list[tuple[Site, Any, bool]]:
+    """``(site, part, may_be_hoisted)`` for a task's function: itself, or a partial's parts."""
+    func_rewritable = not _is_coroutine(func)
     if func_rewritable and _rewritable_partial(func):
         inner = func.func
-        yield (
-            ("partial.func",),
-            inner,
-            isinstance(inner, types.FunctionType) and _by_value(inner),
-        )
+        found = [
+            (("partial.func",), inner, isinstance(inner, types.FunctionType) and _by_value(inner))
+        ]
         for i, arg in enumerate(func.args):
             if not isinstance(arg, _ATOMS):
-                yield ("partial.arg", i), arg, True
+                found.append((("partial.arg", i), arg, True))
         for name, value in func.keywords.items():
             if not isinstance(value, _ATOMS):
-                yield ("partial.kwarg", name), value, True
+                found.append((("partial.kwarg", name), value, True))
+        return found
+    hoistable = func_rewritable and isinstance(func, types.FunctionType) and _by_value(func)
+    return [(("func",), func, hoistable)]
+
+
+def _parts(
+    task: Task, func_parts: dict[int, list[tuple[Site, Any, bool]]] | None = None
+) -> list[tuple[Site, Any, bool]]:
+    """``(site, part, may_be_hoisted)`` for every part of ``task`` that has an identity worth
+    guarding (atoms and references are left out). ``func_parts`` caches the analysis of each
+    function by its id: the tasks of a graph mostly share theirs."""
+    func = task.func
+    if func_parts is None:
+        found = _func_parts(func)
     else:
-        hoistable = func_rewritable and isinstance(func, types.FunctionType) and _by_value(func)
-        yield ("func",), func, hoistable
+        found = func_parts.get(id(func))  # type: ignore[assignment]
+        if found is None:
+            found = func_parts[id(func)] = _func_parts(func)
+    if "_data_producer" in task.kwargs:  # Task() would take it for its own flag
+        found = [(site, obj, False) for site, obj, _may in found]
+    else:
+        found = list(found)
     for i, arg in enumerate(task.args):
-        if isinstance(arg, TaskRef) or isinstance(arg, _ATOMS):
+        if isinstance(arg, (TaskRef, *_ATOMS)):
             continue
-        yield ("arg", i), arg, not isinstance(arg, GraphNode)
+        found.append((("arg", i), arg, not isinstance(arg, GraphNode)))
     for name, value in task.kwargs.items():
-        if isinstance(value, TaskRef) or isinstance(value, _ATOMS):
+        if isinstance(value, (TaskRef, *_ATOMS)):
             continue
-        yield ("kwarg", name), value, not isinstance(value, GraphNode)
+        found.append((("kwarg", name), value, not isinstance(value, GraphNode)))
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,8 +386,10 @@ def _choose(parts: dict[int, _Part], threshold: int) -> None:
                     del _known[next(iter(_known))]
 
 
+@functools.lru_cache(maxsize=1024)
 def _loader(key: tuple[str, int]) -> Task:
-    # Every task rebuilds its own copy: no task sees what another did to its object.
+    # Every task rebuilds its own copy: no task sees what another did to its object (one node
+    # serves them all: a task node is evaluated afresh by each task that holds it).
     return Task(None, pickle.loads, TaskRef(key))
 
 
@@ -383,7 +401,13 @@ def _container(values: tuple[Any, ...] | dict[str, Any]) -> Any:
     return values
 
 
-def _rewrite(task: Task, replace: dict[Site, tuple[str, int]]) -> Task:
+def _rewrite(
+    task: Task, replace: dict[Site, tuple[str, int]], nodes: dict[Any, Any] | None = None
+) -> Task:
+    """``task`` with each site in ``replace`` read from its key. ``nodes`` caches the nodes
+    that replace a function (the same for every task sharing a partial), so that a graph's
+    tasks share them as they shared the partial."""
+    nodes = {} if nodes is None else nodes
     args = tuple(
         _loader(replace[("arg", i)]) if ("arg", i) in replace else arg
         for i, arg in enumerate(task.args)
@@ -394,27 +418,34 @@ def _rewrite(task: Task, replace: dict[Site, tuple[str, int]]) -> Task:
     }
     producer = task.data_producer
     func = task.func
-    if ("func",) in replace:
-        func_node: Any = _loader(replace[("func",)])
-    elif any(site[0].startswith("partial.") for site in replace):
-        inner = func.func
-        if ("partial.func",) in replace:
-            inner = _loader(replace[("partial.func",)])
-        pargs = [
-            _loader(replace[("partial.arg", i)]) if ("partial.arg", i) in replace else arg
-            for i, arg in enumerate(func.args)
-        ]
-        pkwargs = {
-            name: (
-                _loader(replace[("partial.kwarg", name)])
-                if ("partial.kwarg", name) in replace
-                else value
-            )
-            for name, value in func.keywords.items()
-        }
-        func_node = Task(None, functools.partial, inner, *pargs, **pkwargs)
-    else:
+    if not any(site[0] not in ("arg", "kwarg") for site in replace):
         return Task(task.key, func, *args, _data_producer=producer, **kwargs)
+    cache_key = (
+        id(func),
+        frozenset(item for item in replace.items() if item[0][0] not in ("arg", "kwarg")),
+    )
+    func_node = nodes.get(cache_key)
+    if func_node is None:
+        if ("func",) in replace:
+            func_node = _loader(replace[("func",)])
+        else:
+            inner = func.func
+            if ("partial.func",) in replace:
+                inner = _loader(replace[("partial.func",)])
+            pargs = [
+                _loader(replace[("partial.arg", i)]) if ("partial.arg", i) in replace else arg
+                for i, arg in enumerate(func.args)
+            ]
+            pkwargs = {
+                name: (
+                    _loader(replace[("partial.kwarg", name)])
+                    if ("partial.kwarg", name) in replace
+                    else value
+                )
+                for name, value in func.keywords.items()
+            }
+            func_node = Task(None, functools.partial, inner, *pargs, **pkwargs)
+        nodes[cache_key] = func_node
     return Task(
         task.key,
         apply,
@@ -459,9 +490,11 @@ def _short(key: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _rewrite_node(node: Task, replace: dict[tuple[Path, Site], tuple[str, int]]) -> Task:
+def _rewrite_node(
+    node: Task, replace: dict[tuple[Path, Site], tuple[str, int]], nodes: dict[Any, Any]
+) -> Task:
     if node.func is not _execute_subgraph:
-        return _rewrite(node, {site: key for (_path, site), key in replace.items()})
+        return _rewrite(node, {site: key for (_path, site), key in replace.items()}, nodes)
     inner_dsk, outkey, inkeys, *dependencies = node.args
     inner_dsk = dict(inner_dsk)
     needed: dict[tuple[str, int], None] = {}
@@ -472,7 +505,7 @@ def _rewrite_node(node: Task, replace: dict[tuple[Path, Site], tuple[str, int]])
             if path and path[0] == name
         }
         if mine:
-            inner_dsk[name] = _rewrite_node(task, mine)
+            inner_dsk[name] = _rewrite_node(task, mine, nodes)
             needed.update(dict.fromkeys(mine.values()))
     # The subgraph reads a hoisted key like its other inputs: named in inkeys, passed as a
     # dependency of the fused task.
@@ -493,8 +526,9 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     """Rewrites ``dsk`` (a materialized graph: key -> ``GraphNode``) in place so that each part
     worth it is sent once; see the module's docstring for the rules."""
     parts: dict[int, _Part] = {}
+    func_parts: dict[int, list[tuple[Site, Any, bool]]] = {}
     # Per node of the graph: its units and every part found in them, as
-    # ((unit name, site), part, may be hoisted).
+    # ((path of the unit, site), part, may be hoisted).
     holders: list[tuple[Task, list[tuple[tuple[Path, Site], Any, bool]]]]
     holders = []
     for node in dsk.values():
@@ -502,7 +536,9 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
         if not units:
             continue
         found = [
-            ((name, site), obj, may) for name, unit in units for site, obj, may in _parts(unit)
+            ((path, site), obj, may)
+            for path, unit in units
+            for site, obj, may in _parts(unit, func_parts)
         ]
         hoistable = False
         for where, obj, may in found:
@@ -541,9 +577,11 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
         return result
 
     used: Counter[int] = Counter()
+    nodes: dict[Any, Any] = {}
     per_prefix: dict[str, list[int]] = {}
     first_path: dict[int, str] = {}
-    for node, found in holders:
+
+    def decide(found: list[tuple[tuple[Path, Site], Any, bool]]) -> list[tuple[Any, Any]]:
         # Identity is kept per node: what one pickle (one task message) holds is one object on
         # the worker, so a hoisted part must be the only place the node holds it, and share
         # no object with the rest of the node.
@@ -554,7 +592,7 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
             if may and id(obj) in chosen and counts[id(obj)] == 1
         ]
         if not hoisted:
-            continue
+            return []
         places = {where for where, _obj in hoisted}
         rest = [obj for where, obj, _may in found if where not in places]
         keep = []
@@ -564,10 +602,21 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
             if any(other is not obj and overlap(obj, other) for _w, other in hoisted):
                 continue
             keep.append((where, obj))
+        return keep
+
+    # The tasks of a map hold the same parts at the same places: decide once per such shape.
+    decisions: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], dict[Any, Any]]] = {}
+    for node, found in holders:
+        shape = tuple((where, id(obj)) for where, obj, _may in found)
+        decided = decisions.get(shape)
+        if decided is None:
+            keep = decide(found)
+            replace = {where: chosen[id(obj)].key for where, obj in keep}
+            decided = decisions[shape] = (keep, replace)
+        keep, replace = decided
         if not keep:
             continue
-        replace = {where: chosen[id(obj)].key for where, obj in keep}
-        dsk[node.key] = _rewrite_node(node, replace)
+        dsk[node.key] = _rewrite_node(node, replace, nodes)
         row = per_prefix.setdefault(key_split(node.key), [0, 0, 0, 0])
         row[0] += 1
         for (path, site), obj in keep:
