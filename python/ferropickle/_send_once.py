@@ -570,6 +570,8 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     overlaps: dict[tuple[int, int], bool] = {}
 
     def overlap(a: Any, b: Any) -> bool:
+        if _identity_free(b) or _identity_free(a):  # without pickling either
+            return False
         pair = (id(a), id(b))
         result = overlaps.get(pair)
         if result is None:
