@@ -522,9 +522,13 @@ def _rewrite_node(
     )
 
 
-def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
+def hoist(
+    dsk: dict[Any, Any], threshold: int, existing: Callable[[Any], bool] | None = None
+) -> Hoisted:
     """Rewrites ``dsk`` (a materialized graph: key -> ``GraphNode``) in place so that each part
-    worth it is sent once; see the module's docstring for the rules."""
+    worth it is sent once; see the module's docstring for the rules. A node whose key
+    ``existing`` says the scheduler has already is left as it is: the scheduler keeps the task
+    it has (and would take different dependencies for a different task)."""
     parts: dict[int, _Part] = {}
     func_parts: dict[int, list[tuple[Site, Any, bool]]] = {}
     # Per node of the graph: its units and every part found in them, as
@@ -533,7 +537,7 @@ def hoist(dsk: dict[Any, Any], threshold: int) -> Hoisted:
     holders = []
     for node in dsk.values():
         units = _units(node)
-        if not units:
+        if not units or (existing is not None and existing(node.key)):
             continue
         found = [
             ((path, site), obj, may)
@@ -667,7 +671,7 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     if threshold is None or not dsk:
         return dsk, annotations
     try:
-        result = hoist(dsk, threshold)
+        result = hoist(dsk, threshold, _known_to_a_scheduler)
     except Exception:  # the graph is still the user's: never fail a submission over this
         logger.exception("ferropickle send-once: could not examine a graph; it is sent as is")
         return dsk, annotations
@@ -697,6 +701,12 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
             n,
         )
     return result.dsk, annotations
+
+
+def _known_to_a_scheduler(key: Any) -> bool:
+    """Whether a scheduler of this process has a task for ``key`` (read from the offload thread:
+    a dict lookup; a key created or forgotten meanwhile only changes what is hoisted)."""
+    return any(key in scheduler.tasks for scheduler in list(_scheduler_module.Scheduler._instances))
 
 
 def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:

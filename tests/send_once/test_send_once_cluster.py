@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -168,6 +169,19 @@ def test_a_submit_loop_of_new_copies_of_one_array_sends_it_about_once(client):
     stats = client.run_on_scheduler(tasks.send_once_stats)
     assert stats["scale"]["tasks"] >= N - 1
     del futures
+    assert_nothing_hoisted_is_held(client)
+
+
+def test_a_graph_sent_again_keeps_the_tasks_the_scheduler_has(client):
+    b = array(6.0)
+    total = dask.delayed(tasks.scale, pure=True)(b, 1)
+    first = client.compute(total)  # one task: nothing to share yet, sent as is
+    second = client.compute(total)  # the same key, the same content again
+    assert first.key == second.key
+    assert second.result(timeout=TIMEOUT) == first.result(timeout=TIMEOUT) == tasks.scale(b, 1)
+    logs = "\n".join(line for _level, line in client.get_scheduler_logs(n=200))
+    assert "Detected different `run_spec`" not in logs
+    del first, second
     assert_nothing_hoisted_is_held(client)
 
 

@@ -344,6 +344,16 @@ def test_contents_that_differ_only_where_the_fingerprint_does_not_look_get_their
     assert got[("b", 0)] == scale(b, 0) == scale(a, 0) + 1
 
 
+def test_a_task_the_scheduler_has_already_is_left_as_it_is():
+    a = array()
+    dsk = {("f", i): Task(("f", i), scale, a, i) for i in range(3)}
+    before = dict(dsk)
+    hoist_existing = _send_once.hoist(dsk, THRESHOLD, lambda key: key == ("f", 0))
+    assert dsk[("f", 0)] is before[("f", 0)]
+    assert dsk[("f", 1)] is not before[("f", 1)]
+    assert [n for _key, _size, n, _path in hoist_existing.parts] == [2]
+
+
 def test_the_same_content_in_two_objects_gets_one_key():
     a, b = array(4.0), array(4.0)
     dsk = {("x", i): Task(("x", i), scale, a, i) for i in range(2)}
