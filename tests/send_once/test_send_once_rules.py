@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import operator
 import pickle
 from collections.abc import Callable, Iterator
@@ -466,24 +467,33 @@ def test_an_invalid_threshold_is_refused_before_anything_is_patched():
     assert distributed.scheduler._materialize_graph is stock_materialize
 
 
-def test_the_wrapped_materialization_rewrites_what_distributed_materializes():
+def test_the_wrapped_materialization_rewrites_what_distributed_materializes(caplog):
     from distributed.client import _MapExpr
 
     a = array()
     expr = _MapExpr(
-        functools.partial(scale, a), [range(3)], key=None, pure=False, annotations={}, kwargs={}
+        functools.partial(scale, a), [range(3)], key="scale", pure=False, annotations={}, kwargs={}
     )
     assert _send_once.install(THRESHOLD)
     try:
-        dsk, _annotations = distributed.scheduler._materialize_graph(expr=expr, validate=False)
+        with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
+            dsk, _annotations = distributed.scheduler._materialize_graph(expr=expr, validate=False)
+            # The same graph again: nothing new is hoisted, so nothing more at INFO.
+            distributed.scheduler._materialize_graph(expr=expr, validate=False)
     finally:
         _send_once.uninstall()
+    [record] = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert record.getMessage().startswith(
+        "ferropickle send-once: 1 part(s), 1.00 MiB in all, sent once per worker instead of "
+        "with each of 3 task(s) of scale; largest Task.func -> partial.args[0] -> "
+        "<ndarray 1.00 MiB>, shared by 3 task(s)"
+    )
     assert len(hoisted_keys(dsk)) == 1
     assert sorted(stock_worker(dsk)[k] for k in dsk if not _send_once.is_send_once_key(k)) == [
         scale(a, i) for i in range(3)
     ]
     [prefix] = {dask.utils.key_split(k) for k in dsk if not _send_once.is_send_once_key(k)}
-    assert _send_once.stats()[prefix]["tasks"] == 3
+    assert _send_once.stats()[prefix]["tasks"] == 6  # the graph was materialized twice
     _send_once.reset_stats()
     assert _send_once.stats() == {}
 
