@@ -225,8 +225,11 @@ def _identity_free(obj: Any) -> bool:
     """Objects whose identity no task can observe across a pickle: immutable atoms, and what is
     pickled by reference (modules, classes, importable functions), which is the same object on
     both sides."""
-    if isinstance(obj, (*_ATOMS, type, types.ModuleType, types.BuiltinFunctionType)):
+    if isinstance(obj, (*_ATOMS, type, types.ModuleType)):
         return True
+    if isinstance(obj, types.BuiltinFunctionType):
+        # ``len`` or ``operator.getitem``, not ``some_list.append`` (pickled with its list).
+        return isinstance(obj.__self__, (types.ModuleType, type(None)))
     return isinstance(obj, types.FunctionType) and not _by_value(obj)
 
 

@@ -259,6 +259,14 @@ def test_a_part_sharing_an_object_with_the_rest_of_its_task_is_not_hoisted():
     assert hoisted_keys(dsk) == []
 
 
+def test_a_bound_builtin_method_of_a_hoisted_part_keeps_its_object():
+    sink: list[int] = list(range(20000))
+    dsk = {("m", i): Task(("m", i), same, sink, sink.append) for i in range(2)}
+    hoist(dsk)
+    # ``sink.append`` is pickled with ``sink``: hoisting ``sink`` alone would split them.
+    assert hoisted_keys(dsk) == []
+
+
 def test_two_by_value_functions_of_one_module_in_a_task_keep_sharing_their_globals():
     source = BIG_GLOBAL + "\ndef size():\n    return len(TABLE)\n"
     namespace: dict[str, Any] = {"__name__": "__main__"}
