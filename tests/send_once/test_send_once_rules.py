@@ -260,7 +260,7 @@ def test_a_part_sharing_an_object_with_the_rest_of_its_task_is_not_hoisted():
 
 
 def test_a_bound_builtin_method_of_a_hoisted_part_keeps_its_object():
-    sink: list[int] = list(range(20000))
+    sink: list[int] = list(range(100000, 140000))
     dsk = {("m", i): Task(("m", i), same, sink, sink.append) for i in range(2)}
     hoist(dsk)
     # ``sink.append`` is pickled with ``sink``: hoisting ``sink`` alone would split them.
