@@ -77,6 +77,11 @@ def worker_hoisted_keys(dask_worker: Any) -> list[Any]:
     return [key for key in dask_worker.state.tasks if is_hoisted(key)]
 
 
+def steals(dask_scheduler: Any) -> int:
+    """How many tasks work stealing has moved so far."""
+    return dask_scheduler.extensions["stealing"].count
+
+
 def send_once_stats(dask_scheduler: Any) -> dict[str, Any]:
     from ferropickle import _send_once
 

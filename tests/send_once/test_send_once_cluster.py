@@ -222,6 +222,22 @@ def test_retried_tasks_rebuild_their_part_and_give_stocks_results(client, tmp_pa
     assert_nothing_hoisted_is_held(client)
 
 
+def test_stolen_tasks_fetch_the_part_where_they_run(client):
+    a = array(7.0)
+    first, second = sorted(client.scheduler_info()["workers"])
+    # All placed on one worker, allowed elsewhere: the idle one steals some, and needs the part.
+    stolen = client.run_on_scheduler(tasks.steals)
+    futures = client.map(
+        functools.partial(tasks.slow, a), range(N), workers=[first], allow_other_workers=True
+    )
+    assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+    ran_on = {worker for holders in client.who_has(futures).values() for worker in holders}
+    assert second in ran_on
+    assert client.run_on_scheduler(tasks.steals) > stolen
+    del futures
+    assert_nothing_hoisted_is_held(client)
+
+
 def test_a_killed_worker_and_a_restart_give_stocks_results_and_leave_nothing(no_ferropickle):
     with start(no_ferropickle, nanny=True) as cluster:
         client = connect(cluster)
