@@ -167,7 +167,7 @@ def _func_parts(func: Any) -> list[tuple[Site, Any, bool]]:
     func_rewritable = not _is_coroutine(func)
     if func_rewritable and _rewritable_partial(func):
         inner = func.func
-        found = [
+        found: list[tuple[Site, Any, bool]] = [
             (("partial.func",), inner, isinstance(inner, types.FunctionType) and _by_value(inner))
         ]
         for i, arg in enumerate(func.args):
@@ -390,6 +390,11 @@ def _choose(parts: dict[int, _Part], threshold: int) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
+def _key_of(part: _Part) -> tuple[str, int]:
+    assert part.key is not None
+    return part.key
+
+
 def _loader(key: tuple[str, int]) -> Task:
     # Every task rebuilds its own copy: no task sees what another did to its object (one node
     # serves them all: a task node is evaluated afresh by each task that holds it).
@@ -420,7 +425,7 @@ def _rewrite(
         for name, value in task.kwargs.items()
     }
     producer = task.data_producer
-    func = task.func
+    func: Any = task.func
     if not any(site[0] not in ("arg", "kwarg") for site in replace):
         return Task(task.key, func, *args, _data_producer=producer, **kwargs)
     cache_key = (
@@ -447,7 +452,7 @@ def _rewrite(
                 )
                 for name, value in func.keywords.items()
             }
-            func_node = Task(None, functools.partial, inner, *pargs, **pkwargs)
+            func_node = Task(None, functools.partial, inner, *pargs, **pkwargs)  # type: ignore[arg-type]
         nodes[cache_key] = func_node
     return Task(
         task.key,
@@ -620,24 +625,24 @@ def hoist(
         decided = decisions.get(shape)
         if decided is None:
             keep = decide(found)
-            replace = {where: chosen[id(obj)].key for where, obj in keep}
+            replace = {where: _key_of(chosen[id(obj)]) for where, obj in keep}
             decided = decisions[shape] = (keep, replace)
         keep, replace = decided
         if not keep:
             continue
         dsk[node.key] = _rewrite_node(node, replace, nodes)
-        row = per_prefix.setdefault(key_split(node.key), [0, 0, 0, 0])
-        row[0] += 1
+        counts_row = per_prefix.setdefault(key_split(node.key), [0, 0, 0, 0])
+        counts_row[0] += 1
         for (path, site), obj in keep:
             ident = id(obj)
             size = len(chosen[ident].data or b"")
             if used[ident] == 0:
                 inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
                 first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
-                row[3] += size
+                counts_row[3] += size
             used[ident] += 1
-            row[1] += 1
-            row[2] += size
+            counts_row[1] += 1
+            counts_row[2] += size
 
     # Equal content in two objects is one key: one row, the tasks of both counted.
     rows: dict[tuple[str, int], list[Any]] = {}
@@ -795,9 +800,9 @@ def install(threshold: int) -> bool:
             if problem is not None:
                 logger.warning("ferropickle send-once is off: %s", problem)
                 return False
-            _original_materialize = _scheduler_module._materialize_graph
+            _original_materialize = getattr(_scheduler_module, "_materialize_graph")  # noqa: B009
             _original_set_priorities = _scheduler_module.Scheduler._set_priorities
-            _scheduler_module._materialize_graph = _materialize_graph
+            setattr(_scheduler_module, "_materialize_graph", _materialize_graph)  # noqa: B010
             _scheduler_module.Scheduler._set_priorities = _set_priorities
         _threshold = threshold
     return True
@@ -809,8 +814,8 @@ def uninstall() -> None:
     global _threshold, _original_materialize, _original_set_priorities
     with _lock:
         if _original_materialize is not None:
-            if _scheduler_module._materialize_graph is _materialize_graph:
-                _scheduler_module._materialize_graph = _original_materialize
+            if getattr(_scheduler_module, "_materialize_graph") is _materialize_graph:  # noqa: B009
+                setattr(_scheduler_module, "_materialize_graph", _original_materialize)  # noqa: B010
             if _scheduler_module.Scheduler.__dict__.get("_set_priorities") is _set_priorities:
                 _scheduler_module.Scheduler._set_priorities = _original_set_priorities
         _original_materialize = _original_set_priorities = None
