@@ -389,12 +389,12 @@ def _choose(parts: dict[int, _Part], threshold: int) -> None:
                     del _known[next(iter(_known))]
 
 
-@functools.lru_cache(maxsize=1024)
 def _key_of(part: _Part) -> tuple[str, int]:
     assert part.key is not None
     return part.key
 
 
+@functools.lru_cache(maxsize=1024)
 def _loader(key: tuple[str, int]) -> Task:
     # Every task rebuilds its own copy: no task sees what another did to its object (one node
     # serves them all: a task node is evaluated afresh by each task that holds it).
