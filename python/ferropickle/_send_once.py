@@ -19,9 +19,9 @@ module wraps that function and rewrites the scheduler's own unpickled copy of th
 
 Dask itself then sends the bytes to one worker with the ``DataNode``, lets the others fetch
 them peer to peer, spills them and recomputes them if a worker dies; workers need nothing but
-Dask. The scheduler keeps each such key wanted (by the pseudo-client `HOLDER`) until its last
-dependent is forgotten, so the same content submitted again meanwhile is found by its key (the
-scheduler keeps the task it has) instead of being sent again.
+Dask. The scheduler keeps each such key wanted (by the pseudo-client `HOLDER`) a few seconds
+beyond the last task waiting for it (`GRACE_S`), so the same content submitted again meanwhile
+is found by its key (the scheduler keeps the task it has) instead of being sent again.
 
 What is *not* hoisted, so that every task means what it meant: a part that appears twice in
 the same task, or that shares an object with another part of the same task (a hoisted copy
@@ -741,29 +741,47 @@ def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:
 #: keys of fire-and-forget futures), and of the periodic callback that lets them go.
 HOLDER = "ferropickle-send-once"
 _SWEEP_MS = 500
+#: How long a hoisted key stays in memory once no task waits for it any more (while tasks that
+#: depend on it still exist): long enough for the next call of a ``client.submit`` loop to find
+#: it, short enough that workers don't keep it along with results that are kept for long.
+GRACE_S = 5.0
 
 
 def _hold(scheduler: Any, keys: list[Any]) -> None:
-    """Keeps ``keys`` in memory while any task depends on them, not only while some wait for
-    them: Dask would release a hoisted pickle as soon as the tasks submitted so far had run,
-    and a ``client.submit`` loop would then send it again with almost every call. A periodic
-    sweep lets each go once its last dependent is forgotten (released by its client,
-    cancelled, or cleared by ``client.restart()``)."""
+    """Keeps ``keys`` in memory a little beyond their last waiting task: Dask would release a
+    hoisted pickle as soon as the tasks submitted so far had run, and a ``client.submit`` loop
+    would then send it again with almost every call. A periodic sweep lets each go once no task
+    has waited for it for `GRACE_S` seconds, and at once when its last dependent is forgotten
+    (released by its client, cancelled, or cleared by ``client.restart()``)."""
     scheduler.client_desires_keys(keys=keys, client=HOLDER)
     if HOLDER not in scheduler.periodic_callbacks:
-        callback = PeriodicCallback(functools.partial(_sweep, scheduler), _SWEEP_MS)
+        callback = PeriodicCallback(functools.partial(_sweep, scheduler, {}), _SWEEP_MS)
         scheduler.periodic_callbacks[HOLDER] = callback
         callback.start()
 
 
-def _sweep(scheduler: Any) -> None:
+def _sweep(scheduler: Any, idle_since: dict[Any, float]) -> None:
     holder = scheduler.clients.get(HOLDER)
     if holder is not None and holder.wants_what:
-        done = [ts.key for ts in holder.wants_what if _threshold is None or not ts.dependents]
+        now = time.monotonic()
+        done = []
+        for ts in holder.wants_what:
+            if _threshold is None or not ts.dependents:
+                done.append(ts.key)
+            elif ts.waiters:
+                idle_since.pop(ts.key, None)
+            elif now - idle_since.setdefault(ts.key, now) >= GRACE_S:
+                done.append(ts.key)
         if done:
+            for key in done:
+                idle_since.pop(key, None)
             scheduler.client_releases_keys(
                 keys=done, client=HOLDER, stimulus_id=f"{HOLDER}-release-{time.time()}"
             )
+    if len(idle_since) > len(holder.wants_what if holder is not None else ()):
+        wanted = {ts.key for ts in holder.wants_what} if holder is not None else set()
+        for key in [key for key in idle_since if key not in wanted]:
+            del idle_since[key]
     if _known:
         # What the scheduler forgot is sent again if it comes again; the pickle is let go.
         with _lock:

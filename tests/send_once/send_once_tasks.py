@@ -82,6 +82,20 @@ def steals(dask_scheduler: Any) -> int:
     return dask_scheduler.extensions["stealing"].count
 
 
+def worker_hoisted_data(dask_worker: Any) -> list[Any]:
+    return [key for key in dask_worker.data if is_hoisted(key)]
+
+
+def set_grace(seconds: float, dask_scheduler: Any = None) -> float:
+    """Sets how long the scheduler keeps a hoisted key after its last waiting task; returns
+    the old value."""
+    from ferropickle import _send_once
+
+    old = _send_once.GRACE_S
+    _send_once.GRACE_S = seconds
+    return old
+
+
 def send_once_stats(dask_scheduler: Any) -> dict[str, Any]:
     from ferropickle import _send_once
 

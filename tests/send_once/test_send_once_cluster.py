@@ -185,6 +185,25 @@ def test_a_graph_sent_again_keeps_the_tasks_the_scheduler_has(client):
     assert_nothing_hoisted_is_held(client)
 
 
+def test_the_part_leaves_the_workers_soon_after_its_last_task_ran(client):
+    old = client.run_on_scheduler(tasks.set_grace, 0.5)
+    try:
+        a = array(8.0)
+        futures = client.map(functools.partial(tasks.scale, a), range(N))
+        assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+        # The results stay (their futures are held); the part leaves the workers' memory.
+        deadline = time.monotonic() + 30
+        while any(client.run(tasks.worker_hoisted_data).values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert client.run_on_scheduler(tasks.scheduler_hoisted_keys)  # until they are released
+        assert client.gather(futures) == [tasks.scale(a, i) for i in range(N)]
+        del futures
+        assert_nothing_hoisted_is_held(client)
+    finally:
+        client.run_on_scheduler(tasks.set_grace, old)
+
+
 def test_a_task_that_mutates_its_argument_changes_nothing_for_the_others(client):
     a = np.zeros(MIB // 8)
     futures = client.map(functools.partial(tasks.bump, a), range(N))
