@@ -206,6 +206,8 @@ def configured() -> Iterator[tuple[_demo.ProcessCluster, Any]]:
         "DASK_FERROPICKLE__PATCH_LOADS": "false",
         "DASK_FERROPICKLE__REPORT__TOP": "2",
         "DASK_DISTRIBUTED__DASHBOARD__PROMETHEUS__NAMESPACE": "myco",
+        # What these tests read is the cost of a large part sent with every task.
+        "DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "false",
     }
     with _demo.ProcessCluster(1, env=env) as cluster:
         client = cluster.client()

@@ -506,6 +506,24 @@ def test_the_wrapped_materialization_rewrites_what_distributed_materializes(capl
     assert _send_once.stats() == {}
 
 
+def test_the_large_pickle_warning_leaves_out_the_pickles_sent_once(caplog):
+    data = ferropickle.dumps(array())
+    key = _send_once._digest_key(data)[1]
+    with (
+        dask.config.set({"ferropickle.large-pickle-warning": "64 KiB"}),
+        caplog.at_level(logging.WARNING, logger="ferropickle.dask"),
+    ):
+        assert ferro_dask.install()
+        try:
+            ferro_dask.dumps(DataNode(key, data))  # what the scheduler sends the first worker
+            ferro_dask.dumps(Task("big", scale, array(), 1))  # a task still carrying its array
+        finally:
+            ferro_dask.uninstall()
+    warned = [r.getMessage() for r in caplog.records if "large-pickle-warning" in r.getMessage()]
+    assert len(warned) == 1
+    assert "a Task message" in warned[0]
+
+
 def test_the_recorded_bytes_are_what_cloudpickle_would_have_carried():
     """What the tasks no longer carry is the part's pickle, as Dask's own pickling writes it."""
     a = array()
