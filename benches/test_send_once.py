@@ -12,11 +12,13 @@ On a ``dask scheduler`` process (stock, then with ``--preload ferropickle.dask``
 * ``x.map_blocks(functools.partial(np.take, array_1MiB))`` on a dask array of ``n`` blocks;
 * a ``client.submit`` loop passing a new copy of the same 1 MiB array with every call.
 
-For each it reports the bytes the scheduler wrote to its TCP comms per task (counted by wrapping
-``distributed.comm.tcp.TCP.write`` in the scheduler, whose return value is the bytes written),
-the scheduler's CPU per task (psutil, user + system, from the first submission to the last
-result), tasks per second, and whether the results equal stock's. Targets (reported, never
-asserted): bytes per task <= 5% of stock's, scheduler CPU <= 0.5x stock's, tasks/s >= stock's.
+Then once more with ferropickle but ``ferropickle.send-once.threshold: false``, to tell what
+send-once adds to the rest of the plugin. For each it reports the bytes the scheduler wrote to
+its TCP comms per task (counted by wrapping ``distributed.comm.tcp.TCP.write`` in the
+scheduler, whose return value is the bytes written), the scheduler's CPU per task (psutil,
+user + system, from the first submission to the last result), tasks per second, and whether
+the results equal stock's. Targets (reported, never asserted): bytes per task <= 5% of
+stock's, scheduler CPU <= 0.5x stock's, tasks/s >= stock's.
 """
 
 from __future__ import annotations
@@ -122,14 +124,15 @@ def _no_ferropickle_dir() -> str:
     return str(shadow)
 
 
-def run(label: str, plugin: bool, n: int) -> dict[str, Measure]:
+def run(label: str, plugin: bool, n: int, send_once: bool = True) -> dict[str, Measure]:
     here = str(pathlib.Path(__file__).parent)
     extra = os.environ.get("PYTHONPATH")
     path = [here, *([extra] if extra else [])]
+    off = {} if send_once else {"DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "false"}
     cluster = _demo.ProcessCluster(
         2,
         scheduler_preload=["ferropickle.dask"] if plugin else [],
-        env={"PYTHONPATH": os.pathsep.join(path)},
+        env={"PYTHONPATH": os.pathsep.join(path), **off},
         worker_env={"PYTHONPATH": os.pathsep.join([_no_ferropickle_dir(), *path])},
     )
     out = {}
@@ -163,7 +166,9 @@ def _equal(x: Any, y: Any) -> bool:
     return x == y
 
 
-def table(stock: dict[str, Measure], ours: dict[str, Measure]) -> str:
+def table(
+    stock: dict[str, Measure], ours: dict[str, Measure], off: dict[str, Measure] | None = None
+) -> str:
     rows = [
         "| workload | bytes/task stock | bytes/task ferropickle | ratio | sched CPU/task stock "
         "| ferropickle | ratio | tasks/s stock | ferropickle | results identical |",
@@ -182,13 +187,25 @@ def table(stock: dict[str, Measure], ours: dict[str, Measure]) -> str:
         f"{TARGETS['cpu']}x stock's, tasks/s >= stock's ({N_TASKS:,} tasks per workload, "
         "2 worker processes without ferropickle)"
     )
+    if off is not None:
+        rows.append("")
+        rows.append("ferropickle with send-once off (threshold false), same workloads:")
+        for name in WORKLOADS:
+            s, x = stock[name], off[name]
+            rows.append(
+                f"  {name}: {x.sent / x.n:,.0f} bytes/task, scheduler CPU "
+                f"{x.cpu_s / x.n * 1e6:,.0f} us/task ({x.cpu_s / s.cpu_s:.2f}x stock), "
+                f"{x.n / x.wall_s:,.0f} tasks/s, results "
+                f"{'identical' if _equal(s.results, x.results) else 'DIFFERENT'}"
+            )
     return "\n".join(rows)
 
 
 def main(n: int = N_TASKS) -> tuple[dict[str, Measure], dict[str, Measure]]:
     stock = run("stock", False, n)
     ours = run("ferropickle", True, n)
-    print(table(stock, ours))
+    off = run("ferropickle, send-once off", True, n, send_once=False)
+    print(table(stock, ours, off))
     return stock, ours
 
 
