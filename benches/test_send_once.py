@@ -184,7 +184,7 @@ def table(
         )
     rows.append(
         f"targets: bytes/task <= {TARGETS['bytes']:.0%} of stock's, scheduler CPU <= "
-        f"{TARGETS['cpu']}x stock's, tasks/s >= stock's ({N_TASKS:,} tasks per workload, "
+        f"{TARGETS['cpu']}x stock's, tasks/s >= stock's ({s.n:,} tasks per workload, "
         "2 worker processes without ferropickle)"
     )
     if off is not None:
