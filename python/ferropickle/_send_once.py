@@ -100,6 +100,8 @@ _original_set_priorities: Callable[..., Any] | None = None
 # Per task prefix of the tasks that were rewritten: [tasks, parts replaced, bytes those tasks no
 # longer carry, bytes put in the graph once].
 _per_prefix: dict[str, list[int]] = {}
+#: Task prefixes counted apart in `stats`; those beyond share the row "(other)".
+MAX_PREFIXES = 1000
 
 
 def is_send_once_key(key: Any) -> bool:
@@ -686,6 +688,8 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     if result.parts:
         with _lock:
             for prefix, row in result.per_prefix.items():
+                if prefix not in _per_prefix and len(_per_prefix) >= MAX_PREFIXES:
+                    prefix = "(other)"
                 total = _per_prefix.setdefault(prefix, [0, 0, 0, 0])
                 for i, value in enumerate(row):
                     total[i] += value
