@@ -506,6 +506,23 @@ def test_the_wrapped_materialization_rewrites_what_distributed_materializes(capl
     assert _send_once.stats() == {}
 
 
+def test_prefixes_beyond_the_limit_share_one_row(monkeypatch):
+    from distributed.client import _MapExpr
+
+    monkeypatch.setattr(_send_once, "MAX_PREFIXES", 1)
+    _send_once.reset_stats()
+    func = functools.partial(scale, array())
+    assert _send_once.install(THRESHOLD)
+    try:
+        for name in ("first", "second", "third"):
+            expr = _MapExpr(func, [range(2)], key=name, pure=False, annotations={}, kwargs={})
+            distributed.scheduler._materialize_graph(expr=expr, validate=False)
+    finally:
+        _send_once.uninstall()
+    assert {k: v["tasks"] for k, v in _send_once.stats().items()} == {"first": 2, "(other)": 4}
+    _send_once.reset_stats()
+
+
 def test_the_large_pickle_warning_leaves_out_the_pickles_sent_once(caplog):
     data = ferropickle.dumps(array())
     key = _send_once._digest_key(data)[1]
