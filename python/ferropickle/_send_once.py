@@ -94,7 +94,7 @@ _recent: OrderedDict[bytes, None] = OrderedDict()
 # Fingerprint -> (key, pickle) of the parts hoisted while the scheduler still has their key:
 # the same content in a later graph is recognised by comparing pickles, without hashing them
 # again. The pickle is the very bytes object the scheduler's DataNode holds (no copy is kept).
-_known: dict[bytes, tuple[tuple[str, int], bytes]] = {}
+_known: dict[bytes, _Known] = {}
 _original_materialize: Callable[..., Any] | None = None
 _original_set_priorities: Callable[..., Any] | None = None
 # Per task prefix of the tasks that were rewritten: [tasks, parts replaced, bytes those tasks no
@@ -342,13 +342,55 @@ def _fingerprint(views: list[memoryview]) -> bytes:
     return h.digest()
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A hoisted pickle, as the scheduler's DataNode holds it (``data``, not copied), and how
+    to recognise its content without writing it again: its pickle with the buffers out of band
+    (``stream``) and where each buffer's bytes lie in ``data`` (None if they were not found)."""
+
+    key: tuple[str, int]
+    data: bytes
+    stream: bytes
+    offsets: tuple[int, ...] | None
+
+
+def _locate(data: bytes, buffers: list[memoryview]) -> tuple[int, ...] | None:
+    """Where each buffer's bytes lie in ``data``, the same pickle written with them in band
+    (each as its BYTES8/BYTEARRAY8 payload, in order); None where one is not found whole."""
+    offsets = []
+    start = 0
+    for view in buffers:
+        at = data.find(view[:64], start)
+        while at != -1 and not data.startswith(view, at):
+            at = data.find(view[:64], at + 1)
+        if at == -1:
+            return None
+        offsets.append(at)
+        start = at + view.nbytes
+    return tuple(offsets)
+
+
+def _same(known: _Known, stream: bytes, buffers: list[memoryview], obj: Any) -> bytes | None:
+    """``known.data`` if ``obj`` (written as ``stream`` and ``buffers``) pickles to it; None if
+    not. The same stream with the same buffers makes the same pickle, so with the offsets this
+    compares memory in place (``bytes.startswith`` takes a buffer) without writing a copy."""
+    if known.offsets is not None:
+        if stream != known.stream or len(buffers) != len(known.offsets):
+            return None
+        if all(known.data.startswith(v, at) for v, at in zip(buffers, known.offsets, strict=True)):
+            return known.data
+        return None
+    data = stream if not buffers else _dumps(obj)
+    return known.data if data == known.data else None
+
+
 def _choose(parts: dict[int, _Part], threshold: int) -> None:
     """Pickles the candidates worth it and gives each a key; the others get ``key=None``.
 
     The first pickle is written with its buffers out of band (an array's data is not copied),
     which gives the size and a fingerprint. A part whose fingerprint names a key hoisted
-    earlier, and whose whole pickle equals that key's, reuses the key; one shared by two tasks
-    or more, or seen in a recent graph, gets a new key named by the SHA-256 of its pickle."""
+    earlier, and whose content equals that key's, reuses the key; one shared by two tasks or
+    more, or seen in a recent graph, gets a new key named by the SHA-256 of its pickle."""
     for part in parts.values():
         tasks = {id(task) for task, _where in part.sites}
         shared = len(tasks) >= 2
@@ -361,34 +403,35 @@ def _choose(parts: dict[int, _Part], threshold: int) -> None:
                     continue
             except Exception:
                 continue
-        buffers: list[pickle.PickleBuffer] = []
+        pickled: list[pickle.PickleBuffer] = []
         try:
-            stream = ferropickle.dumps(obj, 5, buffer_callback=buffers.append)
-            views = [memoryview(stream), *(buffer.raw() for buffer in buffers)]
+            stream = ferropickle.dumps(obj, 5, buffer_callback=pickled.append)
+            buffers = [buffer.raw() for buffer in pickled]
         except Exception:
             continue
-        if sum(view.nbytes for view in views) < threshold:
+        if len(stream) + sum(view.nbytes for view in buffers) < threshold:
             continue
-        fingerprint = _fingerprint(views)
-        del views
+        fingerprint = _fingerprint([memoryview(stream), *buffers])
         with _lock:
             known = _known.get(fingerprint)
-        if known is not None or shared or _remember(fingerprint):
-            # Without buffers the first pickle was the whole one already.
-            data = stream if not buffers else _dumps(obj)
-            if data is None:
+        if known is not None:
+            data = _same(known, stream, buffers, obj)
+            if data is not None:
+                part.key, part.data, part.new = known.key, data, False
                 continue
-            if known is not None and data == known[1]:
-                part.key, part.data, part.new = known[0], known[1], False
-                continue
-            if not shared and known is not None and not _remember(fingerprint):
-                continue
-            part.key = _digest_key(data)[1]
-            part.data = data
-            with _lock:
-                _known[fingerprint] = (part.key, data)
-                if len(_known) > _RECENT:
-                    del _known[next(iter(_known))]
+        if not (shared or _remember(fingerprint)):
+            continue
+        # Without buffers the first pickle was the whole one already.
+        data = stream if not buffers else _dumps(obj)
+        if data is None:
+            continue
+        part.key = _digest_key(data)[1]
+        part.data = data
+        entry = _Known(part.key, data, stream, _locate(data, buffers) if buffers else ())
+        with _lock:
+            _known[fingerprint] = entry
+            if len(_known) > _RECENT:
+                del _known[next(iter(_known))]
 
 
 def _key_of(part: _Part) -> tuple[str, int]:
@@ -789,8 +832,8 @@ def _sweep(scheduler: Any, idle_since: dict[Any, float]) -> None:
     if _known:
         # What the scheduler forgot is sent again if it comes again; the pickle is let go.
         with _lock:
-            for fingerprint, (key, _data) in list(_known.items()):
-                if key not in scheduler.tasks:
+            for fingerprint, entry in list(_known.items()):
+                if entry.key not in scheduler.tasks:
                     del _known[fingerprint]
 
 

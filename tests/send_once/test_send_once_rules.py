@@ -363,6 +363,25 @@ def test_a_task_the_scheduler_has_already_is_left_as_it_is():
     assert [n for _key, _size, n, _path in hoist_existing.parts] == [2]
 
 
+def test_content_with_several_buffers_is_recognised_only_when_every_buffer_matches():
+    def arrays(last: float) -> dict[str, np.ndarray]:
+        return {"x": np.arange(BIG // 2, dtype=float), "y": np.full(BIG // 2, last)}
+
+    shared = arrays(1.0)
+    first = {("a", i): Task(("a", i), same, shared, i) for i in range(2)}
+    hoist(first)
+    again = arrays(1.0)
+    second = {("b", i): Task(("b", i), same, again, i) for i in range(2)}
+    hoist(second)
+    assert hoisted_keys(second) == hoisted_keys(first) != []
+    # The same DataNode bytes object: recognised without writing the pickle again.
+    assert second[hoisted_keys(second)[0]].value is first[hoisted_keys(first)[0]].value
+    other = arrays(2.0)
+    third = {("c", i): Task(("c", i), same, other, i) for i in range(2)}
+    hoist(third)
+    assert hoisted_keys(third) != hoisted_keys(first)
+
+
 def test_the_same_content_in_two_objects_gets_one_key():
     a, b = array(4.0), array(4.0)
     dsk = {("x", i): Task(("x", i), scale, a, i) for i in range(2)}
