@@ -541,6 +541,51 @@ def test_prefixes_beyond_the_limit_share_one_row(monkeypatch):
     assert {k: v["tasks"] for k, v in rows.items()} == {"first": 2, "(other)": 4}
 
 
+def test_stats_report_and_metrics_show_the_same_send_once_counts():
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from distributed.client import _MapExpr
+
+    a = array()
+    with dask.config.set({"ferropickle.send-once.threshold": THRESHOLD}):
+        assert ferro_dask.install()
+    try:
+        for key in ("scale", "scale"):  # the second graph's content is the first one's
+            expr = _MapExpr(
+                functools.partial(scale, a), [range(3)], key=key, pure=False, annotations={},
+                kwargs={},
+            )  # fmt: skip
+            distributed.scheduler._materialize_graph(expr=expr, validate=False)
+        stats = ferro_dask.local_stats()["send_once"]
+        text = ferro_dask.report()
+        families = {m.name: m for m in prometheus_client.REGISTRY.collect()}
+    finally:
+        ferro_dask.uninstall()
+    size = len(ferropickle.dumps(a, 5))
+    assert stats["threshold"] == THRESHOLD
+    assert stats["task_prefixes"] == {
+        # Sent once: the second graph finds the key the first one added.
+        "scale": {"tasks": 6, "parts": 6, "bytes_not_sent_per_task": 6 * size,
+                  "bytes_sent_once": size},
+    }  # fmt: skip
+    row = next(line for line in text.splitlines() if line.startswith("scale "))
+    assert row.split()[1:3] == ["6", "6"]
+    assert dask.utils.format_bytes(6 * size) in row
+    assert row.endswith(dask.utils.format_bytes(size))
+    metrics = {
+        name: {s.labels["task_prefix_name"]: s.value for s in families[name].samples}
+        for name in families
+        if name.startswith("dask_ferropickle_send_once_") and not name.endswith("threshold_bytes")
+    }
+    assert metrics == {
+        "dask_ferropickle_send_once_tasks": {"scale": 6},
+        "dask_ferropickle_send_once_parts": {"scale": 6},
+        "dask_ferropickle_send_once_bytes_not_sent_per_task": {"scale": 6 * size},
+        "dask_ferropickle_send_once_bytes_sent_once": {"scale": size},
+    }
+    [threshold] = families["dask_ferropickle_send_once_threshold_bytes"].samples
+    assert threshold.value == THRESHOLD
+
+
 def large_pickle_warnings(caplog: pytest.LogCaptureFixture, *messages: Any) -> list[str]:
     """The large-pickle warnings logged while the plugin pickles ``messages``."""
     with (
