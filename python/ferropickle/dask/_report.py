@@ -142,7 +142,8 @@ def report(client: Client | None = None, *, top: int | None = None, sort: str = 
     ferropickle wrote, their bytes (out-of-band buffers included), the largest single one and
     the time spent. Messages that are not tasks (graph nodes) are listed apart, under their
     type in parentheses; the plugin's own stats/report replies are not counted. The header's
-    totals are the task messages' (what `stats` gives as ``task_messages``). With no client,
+    totals are the task messages' (what `stats` gives as ``task_messages``). A last table
+    shows what send-once did per task prefix (`stats`' ``send_once``). With no client,
     this process's counters. Returns a `Report` (a ``str``); with
     an asynchronous client, an awaitable of it.
     """
