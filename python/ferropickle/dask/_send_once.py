@@ -141,6 +141,13 @@ def _sweep(scheduler: Any, idle_since: dict[Any, float]) -> None:
     STATE.seen.forget_unless(scheduler.tasks.__contains__)
 
 
+#: What `install` puts in the place of distributed's functions, by name.
+_REPLACEMENTS: dict[str, Any] = {
+    "_materialize_graph": _materialize_graph,
+    "_set_priorities": _set_priorities,
+}
+
+
 def layout_problem() -> str | None:
     """What about distributed's scheduler does not look as send-once expects, if anything."""
     original = getattr(_scheduler_module, "_materialize_graph", None)
@@ -182,8 +189,8 @@ def install(threshold: int) -> bool:
             (_scheduler_module, "_materialize_graph", _scheduler_module._materialize_graph),
             (scheduler_class, "_set_priorities", scheduler_class._set_priorities),
         ]
-        _scheduler_module._materialize_graph = _materialize_graph
-        scheduler_class._set_priorities = _set_priorities
+        for owner, name, _original in STATE.send_once_patches:
+            setattr(owner, name, _REPLACEMENTS[name])
     STATE.send_once = threshold
     return True
 
@@ -191,9 +198,8 @@ def install(threshold: int) -> bool:
 def uninstall() -> None:
     """Puts distributed's functions back; idempotent. Graphs already rewritten keep their
     hoisted keys, which Dask releases with their last dependent as usual."""
-    ours = {"_materialize_graph": _materialize_graph, "_set_priorities": _set_priorities}
     for owner, name, original in reversed(STATE.send_once_patches):
-        if owner.__dict__.get(name) is ours[name]:
+        if owner.__dict__.get(name) is _REPLACEMENTS[name]:
             setattr(owner, name, original)
     STATE.send_once_patches = []
     STATE.send_once = None
