@@ -67,9 +67,9 @@ def test_the_large_demo_prints_the_bytes_per_task_of_each_workload():
     for name, cells in rows.items():
         assert cells[-1].strip(" |") == "yes", name
         stock, ours = (int(cell.replace(",", "")) for cell in cells[1:3])
-        # Each task carries ~1 MiB in stock's messages; with send-once the object crosses the
-        # scheduler's sockets about once for the 20 tasks.
-        assert stock > 1 << 20, name
+        # Each task carries the object (0.9 to 1 MiB pickled) in stock's messages; with
+        # send-once it crosses the scheduler's sockets about once for the 20 tasks.
+        assert stock > 900_000, name
         assert ours < stock / 4, name
     assert "20 tasks per workload" in result.stdout
 
