@@ -1,4 +1,5 @@
-"""``python -m ferropickle demo``: the seed workload on a real local Dask cluster, stock vs plugin.
+"""``python -m ferropickle demo``: a real local Dask cluster, stock vs plugin: the seed workload,
+or with ``--workload large`` tasks that all carry the same large object.
 
 (The micro-benchmarks need the workloads of a source checkout: ``python benches/run.py``.)
 """
@@ -33,8 +34,9 @@ _DEMO_NEEDS = {
     "tqdm": "tqdm>=4.60",
 }
 
-#: The demo's default size: the one docs/performance.md's table was measured with.
-DEFAULT_TASKS = 3000
+#: The demo's default size per workload: the one docs/performance.md's tables were measured
+#: with. The large workload's every task carries ~1 MiB (stock sends it with each task).
+DEFAULT_TASKS = {"seed": 3000, "large": 300}
 
 
 def _missing(modules: dict[str, str]) -> list[str]:
@@ -84,10 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="a real local Dask cluster, stock vs --preload ferropickle.dask (needs dask)"
     )
     demo.add_argument(
+        "--workload",
+        choices=sorted(DEFAULT_TASKS),
+        default="seed",
+        help="seed: a script function mapped over paths (the default); large: tasks that all "
+        "carry the same ~1 MiB object (an array in a partial, a script function's global, "
+        "map_blocks, a submit loop), with the scheduler's bytes sent per task",
+    )
+    demo.add_argument(
         "--tasks",
         type=_positive(int),
-        default=DEFAULT_TASKS,
-        help=f"tasks to map (default {DEFAULT_TASKS})",
+        default=None,
+        help="tasks per workload (default "
+        + ", ".join(f"{n} for {name}" for name, n in DEFAULT_TASKS.items())
+        + ")",
     )
     demo.add_argument(
         "--workers", type=_positive(int), default=2, help="worker processes (default 2)"
@@ -99,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(_missing_message(parser.prog, missing), file=sys.stderr)
         return 2
+    tasks = args.tasks or DEFAULT_TASKS[args.workload]
+    if args.workload == "large":
+        from ferropickle import _demo_large
+
+        return _demo_large.main(tasks, args.workers, progress=not args.no_progress)
     from ferropickle import _demo
 
-    return _demo.main(args.tasks, args.workers, progress=not args.no_progress)
+    return _demo.main(tasks, args.workers, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

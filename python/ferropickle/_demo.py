@@ -28,16 +28,11 @@ import psutil
 START_TIMEOUT = 120.0
 
 
-#: How a worker that cannot import ferropickle starts: ``dask worker`` with ``ferropickle``
-#: made unimportable first (``None`` in ``sys.modules`` makes every ``import ferropickle``
-#: raise ``ImportError``), as on a machine where it is not installed, although the worker runs
-#: from the same environment.
-_WORKER_WITHOUT_FERROPICKLE = (
-    "import sys\n"
-    "sys.modules['ferropickle'] = None\n"
-    "from distributed.cli.dask_worker import main\n"
-    "main()\n"
-)
+#: What a worker that cannot import ferropickle finds first on its ``PYTHONPATH``: a
+#: ``ferropickle`` package whose import raises ``ImportError``, as on a machine where it is not
+#: installed, although the worker runs from the same environment. An environment variable, not
+#: a change made inside the worker's process, so that the processes a nanny spawns inherit it.
+_ABSENT_FERROPICKLE = "raise ImportError('ferropickle is not installed on this worker')\n"
 
 
 class ClusterError(RuntimeError):
@@ -56,9 +51,10 @@ class ProcessCluster:
 
     Each is its own OS process (``sys.executable -m distributed.cli.dask_scheduler`` /
     ``dask_worker``), listening on loopback only (random ports, found through a scheduler
-    file), with no dashboard and one thread per worker (no nanny, so the workers are exactly
-    ``n_workers`` processes). With ``workers_without_ferropickle`` the workers cannot import
-    ferropickle, as if it were not installed where they run. Use it as a context manager;
+    file), with no dashboard and one thread per worker (no nanny unless ``nanny=True``, so the
+    workers are exactly ``n_workers`` processes). With ``workers_without_ferropickle`` the
+    workers (and the processes their nannies start) cannot import ferropickle, as if it were
+    not installed where they run. Use it as a context manager;
     processes are always terminated on exit and their logs live in a temporary directory until
     then.
     """
@@ -72,14 +68,24 @@ class ProcessCluster:
         env: Mapping[str, str] | None = None,
         worker_env: Mapping[str, str] | None = None,
         workers_without_ferropickle: bool = False,
+        nanny: bool = False,
     ) -> None:
         self.n_workers = n_workers
         self.workers_without_ferropickle = workers_without_ferropickle
+        self.nanny = nanny
         self.scheduler_preload = list(scheduler_preload)
         self.worker_preload = list(worker_preload)
         self.env = {**os.environ, **(env or {})}
         self.worker_env = {**self.env, **(worker_env or {})}
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="ferropickle-cluster-"))
+        if workers_without_ferropickle:
+            absent = self.workdir / "without-ferropickle"
+            (absent / "ferropickle").mkdir(parents=True)
+            (absent / "ferropickle" / "__init__.py").write_text(_ABSENT_FERROPICKLE)
+            path = self.worker_env.get("PYTHONPATH")
+            self.worker_env["PYTHONPATH"] = os.pathsep.join(
+                [str(absent), *([path] if path else [])]
+            )
         self.scheduler_file = self.workdir / "scheduler.json"
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -126,21 +132,17 @@ class ProcessCluster:
                     "the scheduler did not start:\n" + _tail(self.workdir / "scheduler.log")
                 )
             time.sleep(0.05)
-        worker = (
-            ["-c", _WORKER_WITHOUT_FERROPICKLE]
-            if self.workers_without_ferropickle
-            else ["-m", "distributed.cli.dask_worker"]
-        )
         for i in range(self.n_workers):
             args = [
-                *worker,
+                "-m",
+                "distributed.cli.dask_worker",
                 "--scheduler-file",
                 str(self.scheduler_file),
                 "--host",
                 "127.0.0.1",
                 "--nthreads",
                 "1",
-                "--no-nanny",
+                "--nanny" if self.nanny else "--no-nanny",
                 "--no-dashboard",
                 "--dashboard-address",
                 "127.0.0.1:0",

@@ -145,6 +145,7 @@ def test_install_logs_the_active_line_with_where_it_was_called_from(caplog):
     ferro_dask.uninstall()
     [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
     assert f"through install() called from {__name__} line " in active
+    assert "; large-pickle warning from 1.00 MiB; send-once from 64.00 kiB; " in active
 
 
 def test_a_preload_with_invalid_settings_logs_one_line_and_keeps_stock(caplog):

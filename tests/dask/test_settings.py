@@ -26,6 +26,7 @@ def test_defaults_are_registered_with_dask_config():
         large_pickle_warning=2**20,
         report_top=10,
         max_prefixes=1000,
+        send_once_threshold=64 * 2**10,
     )
     # It ships in the installed package, where the defaults are read from.
     assert (pathlib.Path(ferro_dask.__file__).with_name("ferropickle.yaml")).is_file()
@@ -40,6 +41,7 @@ def test_environment_variables_set_every_option():
         "DASK_FERROPICKLE__LARGE_PICKLE_WARNING": "10 MiB",
         "DASK_FERROPICKLE__REPORT__TOP": "3",
         "DASK_FERROPICKLE__REPORT__MAX_PREFIXES": "50",
+        "DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "256 KiB",
     }
     result = subprocess.run(
         [sys.executable, "-c", "import ferropickle.dask as d; print(d.settings())"],
@@ -51,7 +53,7 @@ def test_environment_variables_set_every_option():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "Settings(enabled=False, patch_loads=False, large_pickle_warning=10485760, "
-        "report_top=3, max_prefixes=50)"
+        "report_top=3, max_prefixes=50, send_once_threshold=262144)"
     )
 
 
@@ -64,6 +66,8 @@ def test_environment_variables_set_every_option():
         ("large-pickle-warning", -1, "or false for off"),
         ("report.top", 0, "must be a positive integer (1, 2, ...)"),
         ("report.max-prefixes", "many", "must be a positive integer (1, 2, ...)"),
+        ("send-once.threshold", "big", "must be a byte size (a number of bytes, or a number"),
+        ("send-once.threshold", -5, "or false for off"),
     ],
 )
 def test_each_invalid_setting_is_one_line_naming_key_value_and_what_is_accepted(

@@ -34,6 +34,7 @@ def run_cli(code: str, *args: str, cwd: pathlib.Path) -> subprocess.CompletedPro
         (["demo", "--workers", "-2"], "argument --workers: must be greater than 0, not -2"),
         (["demo", "--tasks", "many"], "argument --tasks: 'many' is not a number"),
         (["bench"], "argument command: invalid choice: 'bench'"),
+        (["demo", "--workload", "huge"], "argument --workload: invalid choice: 'huge'"),
     ],
 )
 def test_arguments_are_validated(argv, message, capsys):

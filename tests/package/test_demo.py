@@ -42,6 +42,38 @@ def test_the_demo_runs_a_real_cluster_twice_and_gets_identical_results():
     assert "scheduler CPU per task" in result.stdout
 
 
+@pytest.mark.slow
+def test_the_large_demo_prints_the_bytes_per_task_of_each_workload():
+    """``--workload large``: stock and plugin runs of the four large-object workloads, the
+    scheduler's bytes sent per task side by side, and the same results."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ferropickle", "demo", "--workload", "large", "--tasks", "20",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    from ferropickle._demo_large import WORKLOADS
+
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "workload" not in line
+    }
+    assert set(rows) == set(WORKLOADS), result.stdout
+    for name, cells in rows.items():
+        assert cells[-1].strip(" |") == "yes", name
+        stock, ours = (int(cell.replace(",", "")) for cell in cells[1:3])
+        # Each task carries the object (0.9 to 1 MiB pickled) in stock's messages; with
+        # send-once it crosses the scheduler's sockets about once for the 20 tasks.
+        assert stock > 900_000, name
+        assert ours < stock / 4, name
+    assert "20 tasks per workload" in result.stdout
+
+
 #: Defined as in a script, so that it is pickled by value: the workers can't import this module.
 CAN_IMPORT_FERROPICKLE = """
 def process():

@@ -25,13 +25,16 @@ this module, registered with Dask's config on import; ``DASK_FERROPICKLE__...`` 
 variables work) and are read and checked when the plugin installs. While installed, every
 ``dumps`` is accounted per task prefix (`stats`, `report`, Prometheus) and a pickle above
 ``ferropickle.large-pickle-warning`` logs one warning per function naming its biggest part
-(`explain`).
+(`explain`) and what send-once did about it. On a scheduler, a part of at least
+``ferropickle.send-once.threshold`` shared by tasks is pickled once into the graph and sent
+once per worker ("send it once", ``_send_once``).
 
 The modules, each one job: ``_patching`` (the distributed internals replaced), ``_settings``,
 ``_wrappers`` (``dumps``/``loads``), ``_fallbacks``, ``_accounting`` (per task prefix),
 ``_explain``, ``_family``, ``_stats`` (the one snapshot of the state), ``_report``,
-``_metrics`` (Prometheus), ``_plugin`` (install and the preload hooks) and ``_state`` (the one
-owner of what changes while the plugin runs).
+``_metrics`` (Prometheus), ``_plugin`` (install and the preload hooks), ``_state`` (the one
+owner of what changes while the plugin runs), ``_hoist`` (send-once's rewrite of a graph) and
+``_send_once`` (send-once on the scheduler).
 """
 
 from __future__ import annotations

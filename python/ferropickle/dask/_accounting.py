@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from dask._task_spec import GraphNode
 from dask.utils import format_bytes, key_split
 
 from ferropickle.dask._explain import explain, function_name
+from ferropickle.dask._hoist import SentOnceRow
 from ferropickle.dask._settings import describe_size
 
 logger = logging.getLogger("ferropickle.dask")
@@ -71,11 +73,14 @@ class Accounting:
         self._lock = threading.Lock()
         self._tasks: dict[str, PrefixRow] = {}
         self._messages: dict[str, PrefixRow] = {}
+        self._sent_once: dict[str, SentOnceRow] = {}
         # (prefix or type, function) pairs whose large pickle was already explained in the log.
         self._warned: set[tuple[str, str]] = set()
         self._type_names: dict[type, str] = {}
         self._threshold: float = float("inf")
         self._max_prefixes = _MAX_PREFIXES
+        #: What send-once did about a large pickle, for its warning (set by the state).
+        self.send_once_verdict: Callable[[Any], str] | None = None
 
     def configure(self, large_pickle_warning: int | None, max_prefixes: int) -> None:
         self._threshold = float("inf") if large_pickle_warning is None else large_pickle_warning
@@ -120,17 +125,39 @@ class Accounting:
             culprit = explain(x)
         except Exception as exc:  # the explanation must never break a dumps
             culprit = f"<{type(x).__name__}> (could not look inside: {type(exc).__name__}: {exc})"
+        verdict = self.send_once_verdict
         logger.warning(
             "ferropickle: a %s message %s pickled to %s (ferropickle.large-pickle-warning: %s); "
-            "the biggest part is %s. Logged once per function (%s); "
+            "the biggest part is %s%s. Logged once per function (%s); "
             "ferropickle.dask.report(client) ranks task prefixes by bytes sent.",
             type(x).__name__,
             f"of task prefix {name!r}" if task else "(not a task)",
             format_bytes(nbytes),
             describe_size(int(self._threshold)),
             culprit,
+            f"; {verdict(x)}" if task and verdict is not None else "",
             who[1],
         )
+
+    def count_sent_once(self, rows: dict[str, SentOnceRow]) -> None:
+        """Adds what send-once did to one graph, per task prefix of the tasks it rewrote."""
+        with self._lock:
+            for name, add in rows.items():
+                row = self._sent_once.get(name)
+                if row is None:
+                    row = self._sent_once.setdefault(
+                        name if len(self._sent_once) < self._max_prefixes else OTHER_PREFIX,
+                        SentOnceRow(),
+                    )
+                row.tasks += add.tasks
+                row.parts += add.parts
+                row.not_sent_per_task += add.not_sent_per_task
+                row.sent_once += add.sent_once
+
+    def sent_once(self) -> list[tuple[str, SentOnceRow]]:
+        """A copy of what send-once did per task prefix, in the order first seen."""
+        with self._lock:
+            return [(prefix, row.copy()) for prefix, row in self._sent_once.items()]
 
     def tasks(self) -> list[tuple[str, PrefixRow]]:
         """A copy of every task prefix's row, in the order the prefixes were first seen."""
@@ -147,4 +174,5 @@ class Accounting:
         with self._lock:
             self._tasks.clear()
             self._messages.clear()
+            self._sent_once.clear()
             self._warned.clear()

@@ -10,6 +10,7 @@ from typing import Any
 import dask.config
 
 from ferropickle.dask._accounting import PrefixRow
+from ferropickle.dask._hoist import SentOnceRow
 from ferropickle.dask._stats import snapshot
 
 logger = logging.getLogger("ferropickle.dask")
@@ -80,6 +81,12 @@ class _Collector:
             "warning naming its biggest part (0: off)",
             value=float(threshold or 0),
         )
+        yield GaugeMetricFamily(
+            f"{base}_send_once_threshold_bytes",
+            "Setting ferropickle.send-once.threshold in effect: a part shared by tasks whose "
+            "pickle is this large is pickled once and sent once per worker (0: off)",
+            value=float(now.send_once or 0),
+        )
         for key, value in now.counters.items():
             help_text = _COUNTER_HELP.get(key, f"ferropickle.stats()[{key!r}]")
             if key == "native_writers":
@@ -131,6 +138,7 @@ class _Collector:
             "message_type",
             now.messages,
         )
+        yield from _send_once_rows(base, now.sent_once)
 
 
 def _rows(
@@ -153,6 +161,50 @@ def _rows(
         family = CounterMetricFamily(f"{base}_{name}_{suffix}", help_text, labels=[label])
         for key, row in rows:
             family.add_metric([key], getattr(row, column) * scale)
+        yield family
+
+
+#: The send-once counters, by task prefix of the tasks rewritten: (suffix, help, column).
+_SEND_ONCE = (
+    (
+        "tasks",
+        "Tasks send-once rewrote so that a large part they shared is read from a key sent "
+        "once per worker instead of carried in their own message, by task prefix",
+        "tasks",
+    ),
+    (
+        "parts",
+        "Parts of tasks send-once replaced by a reference to a key sent once per worker (a "
+        "task with two such parts counts two), by task prefix",
+        "parts",
+    ),
+    (
+        "bytes_not_sent_per_task",
+        "Bytes the task messages no longer carry because send-once replaced a shared part by "
+        "a reference: the pickled size of each replaced part, summed over the tasks, by task "
+        "prefix",
+        "not_sent_per_task",
+    ),
+    (
+        "bytes_sent_once",
+        "Bytes of the pickles send-once put in the graphs instead of the replaced parts, each "
+        "content once while the cluster holds it (Dask sends it to one worker, the others "
+        "fetch it from there), by task prefix of the first task that read it",
+        "sent_once",
+    ),
+)
+
+
+def _send_once_rows(base: str, rows: list[tuple[str, SentOnceRow]]) -> Iterator[Any]:
+    """What send-once did, per task prefix (`stats`' ``send_once`` and the report's table)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for suffix, help_text, column in _SEND_ONCE:
+        family = CounterMetricFamily(
+            f"{base}_send_once_{suffix}", help_text, labels=["task_prefix_name"]
+        )
+        for key, row in rows:
+            family.add_metric([key], getattr(row, column))
         yield family
 
 

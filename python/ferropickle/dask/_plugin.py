@@ -14,7 +14,7 @@ import dask.config
 import distributed
 
 import ferropickle
-from ferropickle.dask import _metrics, _patching
+from ferropickle.dask import _metrics, _patching, _send_once
 from ferropickle.dask._family import register_family
 from ferropickle.dask._settings import Settings, describe_size, flag
 from ferropickle.dask._state import STATE
@@ -118,11 +118,14 @@ def _install(role: str, how: str, *, warn: bool = True) -> bool:
     names = ["dumps", "loads"] if new_settings.patch_loads else ["dumps"]
     STATE.patches = _patching.patch({name: _REPLACEMENTS[name] for name in names})
     STATE.installed = True
+    send_once = new_settings.send_once_threshold
+    if send_once is not None and not _send_once.install(send_once):
+        send_once = None
     STATE.collector = _metrics.register_prometheus()
     threshold = new_settings.large_pickle_warning
     logger.info(
         "ferropickle %s active in this %s (distributed %s%s), %s: %s replaced by "
-        "ferropickle's; large-pickle warning %s; per-task-prefix costs in "
+        "ferropickle's; large-pickle warning %s; send-once %s; per-task-prefix costs in "
         "ferropickle.dask.report(client)%s",
         ferropickle.__version__,
         role,
@@ -131,6 +134,7 @@ def _install(role: str, how: str, *, warn: bool = True) -> bool:
         how,
         ", ".join(f"{module.__name__}.{name}" for module, name, _ in STATE.patches),
         "off" if threshold is None else f"from {describe_size(threshold)}",
+        "off" if send_once is None else f"from {describe_size(send_once)}",
         " and /metrics" if STATE.collector is not None else "",
     )
     return True
@@ -168,6 +172,7 @@ def uninstall() -> None:
     with STATE.lock:
         _patching.restore(STATE.patches, _REPLACEMENTS)
         STATE.patches = []
+        _send_once.uninstall()
         if STATE.collector is not None:
             _metrics.unregister_prometheus(STATE.collector)
             STATE.collector = None

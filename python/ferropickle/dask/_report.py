@@ -8,7 +8,13 @@ from dask.utils import format_bytes
 
 from ferropickle.dask._accounting import Reply, total
 from ferropickle.dask._settings import describe_size
-from ferropickle.dask._stats import check_sort, on_scheduler, snapshot, top_prefixes
+from ferropickle.dask._stats import (
+    check_sort,
+    on_scheduler,
+    snapshot,
+    top_prefixes,
+    top_sent_once,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -35,6 +41,8 @@ def report_rows(top: int | None, sort: str) -> Reply:
         messages=top_prefixes(now.messages, None, sort),
         client_here=now.client_here,
         large_pickle_warning=now.settings.large_pickle_warning,
+        send_once=now.send_once,
+        sent_once=top_sent_once(now.sent_once, now.settings.report_top if top is None else top),
     )
 
 
@@ -61,14 +69,32 @@ def _table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _sent_once_table(rows: dict[str, dict[str, int]]) -> list[str]:
+    columns = ("task prefix", "tasks", "parts", "not sent/task", "sent once")
+    table = [
+        (
+            name,
+            f"{row['tasks']:,}",
+            f"{row['parts']:,}",
+            format_bytes(row["bytes_not_sent_per_task"]),
+            format_bytes(row["bytes_sent_once"]),
+        )
+        for name, row in rows.items()
+    ]
+    width = max(len(columns[0]), *(len(row[0]) for row in table))
+    return [
+        f"{row[0]:<{width}}" + "".join(f" {c:>13}" for c in row[1:]) for row in [columns, *table]
+    ]
+
+
 def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
     lines = [
         f"ferropickle in {where}: {'installed' if data['installed'] else 'NOT installed'}; "
         f"{data['dumps']:,} dumps, {data['bytes']:,} bytes ({format_bytes(data['bytes'])}), "
         f"{data['seconds'] * 1e3:,.1f} ms in {data['prefixes']:,} task prefixes"
     ]
-    top, messages = data["top"], data["messages"]
-    if not top and not messages:
+    top, messages, sent_once = data["top"], data["messages"], data["sent_once"]
+    if not top and not messages and not sent_once:
         return Report(lines[0] + "\n(nothing pickled yet)")
     if top:
         lines += [
@@ -94,6 +120,17 @@ def _format_report(data: dict[str, Any], sort: str, where: str) -> Report:
             "",
             *_table("message", messages),
         ]
+    if sent_once:
+        lines += [
+            "",
+            "send-once (from "
+            + ("off now" if data["send_once"] is None else describe_size(data["send_once"]))
+            + "): parts shared by tasks, pickled once and sent once per worker; 'not sent/task' "
+            "is what the tasks' own messages no longer carry, 'sent once' what was sent instead "
+            "(under the task prefix send-once above)",
+            "",
+            *_sent_once_table(sent_once),
+        ]
     return Report("\n".join(lines))
 
 
@@ -105,7 +142,8 @@ def report(client: Client | None = None, *, top: int | None = None, sort: str = 
     ferropickle wrote, their bytes (out-of-band buffers included), the largest single one and
     the time spent. Messages that are not tasks (graph nodes) are listed apart, under their
     type in parentheses; the plugin's own stats/report replies are not counted. The header's
-    totals are the task messages' (what `stats` gives as ``task_messages``). With no client,
+    totals are the task messages' (what `stats` gives as ``task_messages``). A last table
+    shows what send-once did per task prefix (`stats`' ``send_once``). With no client,
     this process's counters. Returns a `Report` (a ``str``); with
     an asynchronous client, an awaitable of it.
     """

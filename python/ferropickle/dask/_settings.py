@@ -99,7 +99,9 @@ class Settings:
     (``ferropickle.large-pickle-warning``): bytes from which one pickle logs a warning, or
     ``None`` for never. ``report_top`` (``ferropickle.report.top``): task prefixes listed by
     `stats` and `report`. ``max_prefixes`` (``ferropickle.report.max-prefixes``): task
-    prefixes counted separately.
+    prefixes counted separately. ``send_once_threshold`` (``ferropickle.send-once.threshold``):
+    bytes from which a part shared by tasks is pickled once and sent once per worker, or
+    ``None`` for off.
     """
 
     enabled: bool
@@ -107,6 +109,7 @@ class Settings:
     large_pickle_warning: int | None
     report_top: int
     max_prefixes: int
+    send_once_threshold: int | None
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Settings:
@@ -118,6 +121,7 @@ class Settings:
             large_pickle_warning=_byte_size("large-pickle-warning", config),
             report_top=_count("report.top", config),
             max_prefixes=_count("report.max-prefixes", config),
+            send_once_threshold=_byte_size("send-once.threshold", config),
         )
 
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 from ferropickle.dask._accounting import Accounting
 from ferropickle.dask._fallbacks import Fallbacks
+from ferropickle.dask._hoist import Seen, verdict
 from ferropickle.dask._patching import Patch
 from ferropickle.dask._settings import Settings
 
@@ -16,7 +17,8 @@ from ferropickle.dask._settings import Settings
 class State:
     """The plugin's mutable state in this process.
 
-    The wrappers write the accounting and the fallbacks; install, uninstall and the preload
+    The wrappers write the accounting and the fallbacks (send-once's rewrite of a graph adds
+    its counts there too, and updates ``seen``); install, uninstall and the preload
     hooks change the rest under ``lock``; stats, the report and the metrics only read.
     """
 
@@ -34,6 +36,19 @@ class State:
     patches: list[Patch] = field(default_factory=list)
     #: The Prometheus collector registered while installed, if prometheus_client is there.
     collector: Any = None
+    #: The send-once threshold in effect while send-once rewrites graphs, else None.
+    send_once: int | None = None
+    #: What send-once saw in recent graphs, to recognise the same content in a later one.
+    seen: Seen = field(default_factory=Seen)
+    #: Every attribute send-once replaced (a module's or a class's), with what it held before.
+    send_once_patches: list[tuple[Any, str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.accounting.send_once_verdict = self.send_once_verdict
+
+    def send_once_verdict(self, x: Any) -> str:
+        """What send-once did about the large pickle of ``x``, as the warning says it."""
+        return verdict(x, self.send_once, self.seen)
 
     def apply(self, settings: Settings) -> None:
         """Makes ``settings`` the ones in effect (at install)."""

@@ -11,6 +11,7 @@ import distributed
 
 import ferropickle
 from ferropickle.dask._accounting import PrefixRow, Reply, total
+from ferropickle.dask._hoist import SentOnceRow
 from ferropickle.dask._settings import Settings
 from ferropickle.dask._state import STATE
 
@@ -37,6 +38,9 @@ class Snapshot:
     prefixes: list[tuple[str, PrefixRow]]
     #: The row of every other message type the wrapper pickled (``(dict)``, ...).
     messages: list[tuple[str, PrefixRow]]
+    #: The send-once threshold in effect (None: off), and what send-once did per task prefix.
+    send_once: int | None
+    sent_once: list[tuple[str, SentOnceRow]]
     #: Whether a ``Client`` lives in this process too (a LocalCluster in the user's script):
     #: then its pickles (graphs, run_on_scheduler calls) are among the other messages.
     client_here: bool
@@ -62,6 +66,8 @@ def snapshot() -> Snapshot:
         settings=settings,
         prefixes=STATE.accounting.tasks(),
         messages=STATE.accounting.messages(),
+        send_once=STATE.send_once,
+        sent_once=STATE.accounting.sent_once(),
         client_here=any(c.status != "closed" for c in list(distributed.Client._instances)),
         version=ferropickle.__version__,
         distributed_version=distributed.__version__,
@@ -96,6 +102,25 @@ def top_prefixes(
     return {prefix: as_dict(row) for prefix, row in ranked}
 
 
+def sent_once_dict(row: SentOnceRow) -> dict[str, int]:
+    """A send-once row as `stats` shows it: ``{"tasks", "parts", "bytes_not_sent_per_task",
+    "bytes_sent_once"}``."""
+    return {
+        "tasks": row.tasks,
+        "parts": row.parts,
+        "bytes_not_sent_per_task": row.not_sent_per_task,
+        "bytes_sent_once": row.sent_once,
+    }
+
+
+def top_sent_once(
+    rows: list[tuple[str, SentOnceRow]], top: int | None = None
+) -> dict[str, dict[str, int]]:
+    """The ``top`` send-once rows (all if None) that kept the most bytes out of task messages."""
+    ranked = sorted(rows, key=lambda item: item[1].not_sent_per_task, reverse=True)[:top]
+    return {prefix: sent_once_dict(row) for prefix, row in ranked}
+
+
 def local_stats() -> dict[str, Any]:
     """This process's `ferropickle.stats()` plus the plugin's own counters.
 
@@ -108,7 +133,14 @@ def local_stats() -> dict[str, Any]:
     ``task_messages``: the same four for every task message (graph node) the plugin pickled,
     all prefixes together (what `report` and the ``task_prefix_*`` metrics add up to), and
     ``other_messages``: ``{"(type)": {...}}`` for the messages that are not tasks (the
-    plugin's own stats/report replies are not counted anywhere).
+    plugin's own stats/report replies are not counted anywhere), and ``send_once``:
+    ``{"threshold": bytes or None (off), "task_prefixes": {prefix: {"tasks", "parts",
+    "bytes_not_sent_per_task", "bytes_sent_once"}}}``, per task prefix whose tasks send-once
+    rewrote (the ``ferropickle.report.top`` that kept the most bytes out of their messages):
+    the tasks rewritten, the parts replaced by a reference, the pickled size of those parts
+    summed over the tasks (what the task messages no longer carry) and the bytes of the pickles
+    put in the graphs instead (each content once while the cluster holds it). The hoisted
+    pickles themselves are task messages of the prefix ``send-once``.
 
     ``dumps_calls``, ``dumps_bytes`` and the other counters of `ferropickle.stats()` count
     every call of ``ferropickle.dumps`` in the process, the plugin's or not (sizing pickles
@@ -126,6 +158,10 @@ def local_stats() -> dict[str, Any]:
     out["task_prefixes"] = top_prefixes(now.prefixes, now.settings.report_top)
     out["task_messages"] = as_dict(total(now.prefixes))
     out["other_messages"] = top_prefixes(now.messages)
+    out["send_once"] = {
+        "threshold": now.send_once,
+        "task_prefixes": top_sent_once(now.sent_once, now.settings.report_top),
+    }
     return out
 
 
@@ -169,8 +205,9 @@ def stats(client: Client | None = None) -> Any:
     """The scheduler's `local_stats` when given a ``Client``, else this process's.
 
     The fields are `ferropickle.stats()`'s plus ``installed``, ``dumps_fallbacks``,
-    ``loads_fallbacks``, ``distributed_version``, ``version``, ``large_pickle_warning`` and
-    ``task_prefixes``. ``installed`` tells whether the scheduler really uses ferropickle. The
+    ``loads_fallbacks``, ``distributed_version``, ``version``, ``large_pickle_warning``,
+    ``task_prefixes``, ``task_messages``, ``other_messages`` and ``send_once`` (see
+    `local_stats`). ``installed`` tells whether the scheduler really uses ferropickle. The
     scheduler needs ferropickle importable (as it does to preload it): without it this raises
     a ``RuntimeError`` saying so. With an asynchronous client this returns an awaitable.
     """

@@ -28,7 +28,7 @@ ACTIVE = re.compile(
     r"ferropickle\.dask - INFO - ferropickle \S+ active in this scheduler "
     rf"\(distributed {re.escape(distributed.__version__)}\), through the preload: "
     r"distributed\.protocol\.pickle\.dumps, .*distributed\.scheduler\.dumps.* replaced by "
-    r"ferropickle's; large-pickle warning from 64\.00 kiB"
+    r"ferropickle's; large-pickle warning from 64\.00 kiB; send-once off; "
 )
 
 # By value, so the scheduler runs them without this test module on its path.
@@ -67,6 +67,8 @@ def configured() -> Iterator[tuple[_demo.ProcessCluster, Any]]:
         "DASK_FERROPICKLE__PATCH_LOADS": "false",
         "DASK_FERROPICKLE__REPORT__TOP": "2",
         "DASK_DISTRIBUTED__DASHBOARD__PROMETHEUS__NAMESPACE": "myco",
+        # What these tests read is the cost of a large part sent with every task.
+        "DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "false",
     }
     with process_cluster(1, env=env) as (cluster, client):
         yield cluster, client
