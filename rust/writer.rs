@@ -13,6 +13,14 @@ const FRAME_HEADER_SIZE: usize = 9;
 /// Items per `APPENDS`/`SETITEMS`/`ADDITEMS` batch (`BATCHSIZE` in `_pickle.c`).
 pub const BATCHSIZE: usize = 1000;
 
+/// Whether a list's or dict's last item after full batches goes alone (`APPEND`/`SETITEM`,
+/// no `MARK`), as `_pickle.c` writes it since CPython 3.15.
+pub const LONE_LAST_ITEM: bool = cfg!(Py_3_15);
+
+/// Whether a dict or set whose size is a multiple of `BATCHSIZE` ends with an empty
+/// `MARK SETITEMS`/`MARK ADDITEMS`, as `batch_dict_exact` and `save_set` write it before 3.15.
+pub const EMPTY_LAST_BATCH: bool = !cfg!(Py_3_15);
+
 pub struct Writer {
     buf: Vec<u8>,
     /// Where the open frame's reserved header starts; `None` between a large payload and the

@@ -42,7 +42,7 @@ use crate::layouts::partial::PartialLayout;
 use crate::layouts::path::PathLayout;
 use crate::opcodes::*;
 use crate::stats;
-use crate::writer::{Writer, BATCHSIZE};
+use crate::writer::{Writer, BATCHSIZE, EMPTY_LAST_BATCH, LONE_LAST_ITEM};
 use globals::Kind;
 use lookup::Lookup;
 use memo::Memo;
@@ -635,6 +635,11 @@ impl<'py> Pickler<'py> {
         }
         let mut i = 0;
         while i < n {
+            if LONE_LAST_ITEM && i > 0 && n - i == 1 {
+                item(self, i)?;
+                self.out.op(APPEND);
+                break;
+            }
             self.out.op(MARK);
             let end = (i + BATCHSIZE).min(n);
             while i < end {
@@ -662,14 +667,19 @@ impl<'py> Pickler<'py> {
             return Ok(());
         }
         for batch in items.chunks(BATCHSIZE) {
+            if let (true, [(k, v)]) = (LONE_LAST_ITEM, batch) {
+                self.dict_item(k, v, copied_keys, &label)?;
+                self.out.op(SETITEM);
+                break;
+            }
             self.out.op(MARK);
             for (k, v) in batch {
                 self.dict_item(k, v, copied_keys, &label)?;
             }
             self.out.op(SETITEMS);
         }
-        // As in `save_dict`: a full last batch is followed by an empty one.
-        if !items.is_empty() && items.len() % BATCHSIZE == 0 {
+        // As in `save_dict`: a full last batch is followed by an empty one (before 3.15).
+        if EMPTY_LAST_BATCH && !items.is_empty() && items.len() % BATCHSIZE == 0 {
             self.out.ops(&[MARK, SETITEMS]);
         }
         Ok(())
@@ -706,6 +716,13 @@ impl<'py> Pickler<'py> {
         let mut i = 0;
         // The length is re-read on every step: saving an item may run code that changes it.
         while i < list.len() {
+            if LONE_LAST_ITEM && i > 0 && list.len() - i == 1 {
+                let (item, item_unique) = list_item(py, list, i);
+                self.save(&item, item_unique)
+                    .map_err(|e| self.at(e, || format!("list[{i}]")))?;
+                self.out.op(APPEND);
+                break;
+            }
             self.out.op(MARK);
             let end = i + BATCHSIZE;
             while i < end && i < list.len() {
@@ -735,6 +752,7 @@ impl<'py> Pickler<'py> {
         }
         let mut pos: ffi::Py_ssize_t = 0;
         let mut in_batch = 0;
+        let mut written = 0;
         let batched = size > 1;
         loop {
             let mut k: *mut ffi::PyObject = std::ptr::null_mut();
@@ -755,7 +773,9 @@ impl<'py> Pickler<'py> {
                     value_unique,
                 )
             };
-            if batched && in_batch == 0 {
+            // The last item after full batches goes alone (3.15+).
+            let lone = !batched || (LONE_LAST_ITEM && in_batch == 0 && written + 1 == size);
+            if !lone && in_batch == 0 {
                 self.out.op(MARK);
             }
             if let Err(e) = self.save(&key, key_unique) {
@@ -769,19 +789,20 @@ impl<'py> Pickler<'py> {
                     "dictionary changed size during iteration",
                 ));
             }
-            if !batched {
+            if lone {
                 self.out.op(SETITEM);
                 return Ok(());
             }
+            written += 1;
             in_batch += 1;
             if in_batch == BATCHSIZE {
                 self.out.op(SETITEMS);
                 in_batch = 0;
             }
         }
-        // `batch_dict_exact` loops while a batch came out full: a size that is a multiple of
-        // the batch size ends with an empty `MARK SETITEMS`.
-        if in_batch > 0 || size % BATCHSIZE == 0 {
+        // Before 3.15, `batch_dict_exact` loops while a batch came out full: a size that is a
+        // multiple of the batch size ends with an empty `MARK SETITEMS`.
+        if in_batch > 0 || (EMPTY_LAST_BATCH && size % BATCHSIZE == 0) {
             if in_batch == 0 {
                 self.out.op(MARK);
             }
@@ -814,8 +835,8 @@ impl<'py> Pickler<'py> {
                 in_batch = 0;
             }
         }
-        // As in `batch_dict_exact`: a full last batch is followed by an empty one.
-        if in_batch > 0 || (written > 0 && written % BATCHSIZE == 0) {
+        // As in `batch_dict_exact`: a full last batch is followed by an empty one (before 3.15).
+        if in_batch > 0 || (EMPTY_LAST_BATCH && written > 0 && written % BATCHSIZE == 0) {
             if in_batch == 0 {
                 self.out.op(MARK);
             }
