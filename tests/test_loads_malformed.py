@@ -98,7 +98,6 @@ def test_empty_input():
         (b"Np-1\n.", ValueError, "negative PUT argument"),
         (b"Iabc\n.", ValueError, "could not convert string to int"),
         (b"I9223372036854775807JUNK\n.", ValueError, "could not convert string to int"),
-        (b"I01\t\n.", ValueError, "could not convert string to int"),
         (b"Fabc\n.", ValueError, "could not convert string to float"),
         (b"F1e999\n.", OverflowError, ""),
         (b"L12\xc47L\n.", UnicodeDecodeError, ""),
@@ -132,10 +131,6 @@ def test_errors_of_the_class_c_pickle_raises(data, exc_type, fragment):
         (b"I1 \n.", 1),
         (b"I00\n.", False),
         (b"I01\n.", True),
-        (b"I 1\n.", True),
-        (b"I-0\n.", False),
-        (b"I0x1f\n.", 31),
-        (b"I010\n.", 8),
         (b"I9223372036854775808\n.", 2**63),
         (b"I-9223372036854775809\n.", -(2**63) - 1),
         (b"I12\x00junk\n.", 12),
@@ -146,6 +141,48 @@ def test_errors_of_the_class_c_pickle_raises(data, exc_type, fragment):
 def test_text_int_as_load_int_reads_it(data, value):
     ours, theirs = ferropickle.loads(data), pickle.loads(data)
     assert (type(ours), ours) == (type(theirs), theirs) == (type(value), value)
+
+
+#: Text INT/LONG literals whose meaning changed: CPython 3.14 reads them in base 10 (before:
+#: base 0, so "0x1f" was hex and, in INT's C `strtol`, "010" octal); 3.15 reads only "00" and
+#: "01" as False/True (before: any two characters reading 0 or 1). Before 3.14, 3.14, 3.15+.
+TEXT_INT_BY_VERSION = [
+    (b"I0x1f\n.", 31, ValueError, ValueError),
+    (b"I-0x1f\n.", -31, ValueError, ValueError),
+    (b"I0b1\n.", 1, ValueError, ValueError),
+    (b"I010\n.", 8, 10, 10),
+    (b"I-010\n.", -8, -10, -10),
+    (b"I01\t\n.", ValueError, 1, 1),
+    (b"I099999999999999999999\n.", ValueError, 99999999999999999999, 99999999999999999999),
+    (b"I 1\n.", True, True, 1),
+    (b"I-0\n.", False, False, 0),
+    (b"I+0\n.", False, False, 0),
+    (b"L010\n.", ValueError, 10, 10),
+    (b"L010L\n.", ValueError, 10, 10),
+    (b"L0x1f\n.", 31, ValueError, ValueError),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "before_314", "on_314", "since_315"), TEXT_INT_BY_VERSION, ids=repr
+)
+def test_text_int_literals_read_as_this_interpreter_reads_them(data, before_314, on_314, since_315):
+    expected = (
+        since_315
+        if sys.version_info >= (3, 15)
+        else on_314
+        if sys.version_info >= (3, 14)
+        else before_314
+    )
+    if expected is ValueError:
+        with pytest.raises(ValueError) as ours:
+            ferropickle.loads(data)
+        with pytest.raises(ValueError) as theirs:
+            pickle.loads(data)
+        assert str(ours.value) == str(theirs.value)
+    else:
+        ours, theirs = ferropickle.loads(data), pickle.loads(data)
+        assert (type(ours), ours) == (type(theirs), theirs) == (type(expected), expected)
 
 
 # ----- specific malformations and their messages -----------------------------------------
