@@ -146,6 +146,42 @@ fn c_text(mut s: Vec<u8>) -> Vec<u8> {
     s
 }
 
+/// The attribute lookup of `find_class` since CPython 3.14: from protocol 4 a dotted name is
+/// a path, any step of which failing is `AttributeError("Can't resolve path 'a.b' on module
+/// 'm'")`; otherwise one `getattr`, raising what it raises.
+fn find_attribute_314<'py>(
+    proto: u8,
+    module: &Bound<'py, PyAny>,
+    module_name: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = module.py();
+    if proto >= 4 {
+        let dotted = name.cast::<PyString>()?.to_str()?;
+        if dotted.contains('.') {
+            let mut obj = module.clone();
+            for part in dotted.split('.') {
+                obj = match obj.getattr(part) {
+                    Ok(next) => next,
+                    Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
+                        return Err(PyAttributeError::new_err(format!(
+                            "Can't resolve path {} on module {}",
+                            name.repr()?,
+                            module_name.repr()?
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            return Ok(obj);
+        }
+    }
+    // SAFETY: both objects are live; the result is a new reference or NULL with an exception.
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyObject_GetAttr(module.as_ptr(), name.as_ptr()))
+    }
+}
+
 impl<'py> Reader<'py> {
     /// A text argument line (without its `\n`). Like `_Unpickler_Readline` plus the
     /// `len < 2` checks of the C loaders, a missing newline or an empty argument means
@@ -477,7 +513,11 @@ impl<'py> Reader<'py> {
                 }
             }
         }
-        let module = self.import_module(&module)?;
+        let module_name = module;
+        let module = self.import_module(&module_name)?;
+        if cfg!(Py_3_14) {
+            return find_attribute_314(self.proto, &module, &module_name, &name);
+        }
         let found = if self.proto >= 4 {
             // `get_dotted_path` + `get_deep_attribute`.
             let dotted = name.cast::<PyString>()?.to_str()?;
