@@ -185,6 +185,48 @@ def test_text_int_literals_read_as_this_interpreter_reads_them(data, before_314,
         assert (type(ours), ours) == (type(theirs), theirs) == (type(expected), expected)
 
 
+#: Frames whose opcodes or arguments cross the frame's end, and a frame that begins inside
+#: another; and what stays valid (a frame header that exactly ends the open frame, an
+#: argument that starts right after a frame, data after STOP inside a frame).
+FRAME_CASES = [
+    b"\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00Vhelloworld\n.",
+    b"\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00X\x0a\x00\x00\x00helloworld.",
+    b"\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00C\x0ahelloworld.",
+    b"\x80\x04\x95\x09\x00\x00\x00\x00\x00\x00\x00cbuiltins\nprint\n.",
+    b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00NI1\n.",
+    b"\x80\x04\x95\x0c\x00\x00\x00\x00\x00\x00\x00N\x95\x00\x00\x00\x00\x00\x00\x00\x00NN.",
+    b"\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00N\x95\x01\x00\x00\x00\x00\x00\x00\x00N.",
+    b"\x80\x04\x95\x0a\x00\x00\x00\x00\x00\x00\x00N\x95\x00\x00\x00\x00\x00\x00\x00\x00N.",
+    b"\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00K\x05.",
+    b"\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00I1\n.",
+    b"\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00N.N",
+    b"\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00N\x95\x01\x00\x00\x00\x00\x00\x00\x00.",
+]
+
+
+@pytest.mark.parametrize("data", FRAME_CASES, ids=repr)
+def test_frame_boundaries_as_this_interpreter_keeps_them(data):
+    """Since CPython 3.14.10 (and in 3.15) no opcode or argument may cross a frame's end and no
+    frame begin inside another; earlier, frames of in-memory data were not enforced. Ours
+    does what the running interpreter does."""
+    try:
+        expected = pickle.loads(data)
+    except pickle.UnpicklingError as e:
+        with pytest.raises(ferropickle.UnpicklingError) as ours:
+            ferropickle.loads(data)
+        assert str(e) in str(ours.value)
+    else:
+        assert ferropickle.loads(data) == expected
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14, 10), reason="enforced since CPython 3.14.10")
+def test_a_frame_crossing_read_is_rejected():
+    with pytest.raises(ferropickle.UnpicklingError, match="pickle exhausted before end of frame"):
+        ferropickle.loads(FRAME_CASES[0])
+    with pytest.raises(ferropickle.UnpicklingError, match="new frame before end of current"):
+        ferropickle.loads(FRAME_CASES[5])
+
+
 # ----- specific malformations and their messages -----------------------------------------
 
 
