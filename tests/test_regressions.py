@@ -40,7 +40,7 @@ def test_a_reducers_shared_argument_tuple_keeps_its_identity():
     stock = pickle.loads(pickle.dumps([e, e.args]))
     keeps_tuple = stock[0].args is stock[1]
     assert ferropickle.dumps([e, e.args]) == pickle.dumps([e, e.args], 5)
-    for r in roundtrip([e, e.args]):
+    for r in roundtrip([e, e.args], identity=keeps_tuple):
         exc, args = r
         assert (exc.args is args) is keeps_tuple
         assert exc.args[0] is args[0]
@@ -176,3 +176,14 @@ def test_a_bound_classmethod_of_an_importable_class_goes_by_reference():
         assert ferropickle.dumps(fractions.Fraction.from_float, protocol) == pickle.dumps(
             fractions.Fraction.from_float, protocol
         )
+
+
+def test_one_byte_bytearrays_share_the_interpreters_one_byte_bytes():
+    """Before protocol 5 a bytearray is `bytearray(bytes)`; since CPython 3.15 the bytes of a
+    one-byte bytearray are the interpreter's shared one-byte object, which `pickle` memoizes:
+    a second such bytearray fetches it. Ours wrote it again."""
+    obj = [bytearray(b"\x00"), bytearray(b"\x00"), bytearray(b"\x01"), bytearray(b"ab")]
+    for protocol in range(5):
+        assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol), protocol
+    for r in roundtrip(obj, protocol=4):
+        assert r[0] is not r[1]

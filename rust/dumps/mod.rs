@@ -462,6 +462,14 @@ impl<'py> Pickler<'py> {
             self.out.bytearray(data);
         } else if data.is_empty() {
             self.out.ops(&[EMPTY_TUPLE, REDUCE]);
+        } else if cfg!(Py_3_15) && data.len() == 1 {
+            // Since CPython 3.15 the C pickler's `bytes(obj)` of a one-byte bytearray is the
+            // interpreter's shared one-byte object, which it memoizes like any bytes: a second
+            // one-byte bytearray of that value fetches it. Before, it was a fresh copy.
+            let byte = PyBytes::new(self.py, data);
+            self.save(byte.as_any(), false)?;
+            self.close_fresh_tuple(1);
+            self.out.op(REDUCE);
         } else {
             self.out.bytes(data);
             self.memoize_fresh();
