@@ -55,6 +55,7 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("globals", globals::len())?;
     out.set_item("code_objects", code::len(py))?;
+    out.set_item("submodule_scans", code::submodule_scans())?;
     Ok(out)
 }
 
