@@ -573,3 +573,21 @@ def test_error_path_does_not_leak(proto):
     assert out.returncode == 0, out.stderr
     growth_kib = int(out.stdout.strip())
     assert growth_kib < 2048, f"RSS grew by {growth_kib} KiB over 20,000 failing loads"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"N(e.", b"N(\x90.", b"]N(e.", b"N(u.", b"N(Ne.", b"N(N\x90.", b"](e.", b"\x8f(\x90."],
+    ids=repr,
+)
+def test_an_empty_batch_on_a_wrong_target_as_this_interpreter_sees_it(data):
+    """Since CPython 3.15 an empty APPENDS or ADDITEMS still looks up the target's `append`
+    (or calls its `extend`) or `add`: on None that is an AttributeError; before, nothing."""
+    try:
+        expected = pickle.loads(data)
+    except AttributeError as e:
+        with pytest.raises(AttributeError) as ours:
+            ferropickle.loads(data)
+        assert str(ours.value) == str(e)
+    else:
+        assert ferropickle.loads(data) == expected

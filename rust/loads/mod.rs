@@ -738,6 +738,16 @@ impl<'py> Reader<'py> {
     fn do_append(&mut self, x: usize) -> PyResult<()> {
         let len = self.items_from(x)?;
         if len == x {
+            // Since CPython 3.15 an empty batch still goes to a target that is not a list:
+            // `extend([])` if it has one, else its `append` is looked up (AttributeError).
+            if cfg!(Py_3_15) {
+                if let Some(target) = x.checked_sub(1).and_then(|i| self.stack.get(i)) {
+                    // SAFETY: `target` is a live object borrowed from the stack.
+                    if unsafe { ffi::PyList_CheckExact(target) } == 0 {
+                        return self.append_generic(target, x);
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(list) = self.stack.get(x - 1) else {

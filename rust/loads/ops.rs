@@ -427,9 +427,10 @@ impl<'py> Reader<'py> {
     pub(super) fn load_additems(&mut self) -> PyResult<()> {
         let mark = self.marker()?;
         let len = self.items_from(mark)?;
-        if len == mark {
+        if len == mark && !cfg!(Py_3_15) {
             return Ok(());
         }
+        // Since CPython 3.15 an empty batch still looks up `add` on a target that is not a set.
         let target = self.stack_bound(mark - 1)?;
         // SAFETY: `target` is live.
         if unsafe { ffi::PySet_Check(target.as_ptr()) } != 0 {
