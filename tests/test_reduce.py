@@ -952,3 +952,26 @@ def test_pandas_series_and_friends(protocol, pd):
         pd.MultiIndex.from_tuples([(1, "a"), (2, "b")], names=["n", "l"]),
     ]
     roundtrip(objs, protocol=protocol)
+
+
+class WithPrivateMethods:
+    def __private(self):
+        return "instance"
+
+    @classmethod
+    def __class_private(cls):
+        return "class"
+
+
+def test_bound_private_methods():
+    """Since CPython 3.15 a bound method's `__reduce__` gives its mangled name (`_C__m`) and
+    `pickle` writes it by that name: so do we. Before, that name is `__m`, which `getattr`
+    can't find, and the method goes by value (cloudpickle's `MethodType(func, self)`)."""
+    for method, expected in [
+        (WithPrivateMethods()._WithPrivateMethods__private, "instance"),
+        (WithPrivateMethods._WithPrivateMethods__class_private, "class"),
+    ]:
+        if sys.version_info >= (3, 15):
+            assert ferropickle.dumps(method) == pickle.dumps(method, 5)
+        assert pickle.loads(ferropickle.dumps(method))() == expected
+        assert ferropickle.loads(ferropickle.dumps(method))() == expected
