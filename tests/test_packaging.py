@@ -37,9 +37,13 @@ def test_version_flag_prints_the_version_and_the_interpreter():
 
 
 def test_classifiers_name_the_versions_ci_tests():
-    ci = re.search(r"CI_PYTHONS:-([0-9. ]+)\}", (ROOT / ".ci" / "run").read_text())
+    run = (ROOT / ".ci" / "run").read_text()
+    ci = re.search(r"CI_PYTHONS:-([0-9. ]+)\}", run)
     assert ci, ".ci/run names no default interpreters"
-    tested = ci.group(1).split()
+    # And those it tests in a Debian unstable root.
+    debian = re.search(r"CI_DEBIAN_PYTHONS-([0-9. ]+)\}", run)
+    assert debian, ".ci/run names no default interpreters for its Debian root"
+    tested = ci.group(1).split() + debian.group(1).split()
     classifiers = importlib.metadata.metadata("ferropickle").get_all("Classifier") or []
     declared = [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r".*:: 3\.\d+", c)]
     assert declared == tested
