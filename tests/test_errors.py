@@ -249,7 +249,7 @@ def test_reduce_string_naming_another_object(protocol):
 
 
 def test_reduce_string_naming_nothing(protocol):
-    err = raised(Missing(), protocol, like_pickle=False)
+    err = raised(Missing(), protocol)
     assert isinstance(err, pickle.PicklingError)
     with pytest.raises(pickle.PicklingError):
         pickle.dumps(Missing(), protocol)
@@ -262,7 +262,7 @@ def test_reduce_string_in_unimportable_module(protocol):
             return "thing"
 
     Orphan.__module__ = "no_such_module_for_ferropickle"
-    err = raised(Orphan(), protocol, like_pickle=False)
+    err = raised(Orphan(), protocol)
     assert isinstance(err, pickle.PicklingError)
     assert "no_such_module_for_ferropickle" in str(err)
 
