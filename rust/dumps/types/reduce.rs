@@ -91,15 +91,27 @@ fn type_name(value: &Bound<'_, PyAny>) -> PyResult<String> {
 /// `"item"` on CPython 3.14+, `"element"` before (the fourth to sixth items' messages).
 const ITEM: &str = if cfg!(Py_3_14) { "item" } else { "element" };
 
-/// Whether `getattr(method.__self__, method.__func__.__name__) == method`.
+/// Whether `getattr(method.__self__, name) == method` for the name its `__reduce__` gives:
+/// `method.__func__.__name__`, which since CPython 3.15 is mangled for a private name
+/// (`__m` of class `A` is `_A__m`), so such a method is then asked for its own.
 fn method_by_name(method: &Bound<'_, PyAny>) -> bool {
     let py = method.py();
     let found = || -> PyResult<bool> {
         let owner = method.getattr(pyo3::intern!(py, "__self__"))?;
-        let name = method
+        let mut name = method
             .getattr(pyo3::intern!(py, "__func__"))?
-            .getattr(pyo3::intern!(py, "__name__"))?;
-        owner.getattr(name.cast_into::<PyString>()?)?.eq(method)
+            .getattr(pyo3::intern!(py, "__name__"))?
+            .cast_into::<PyString>()?;
+        let text = name.to_str()?;
+        if cfg!(Py_3_15) && text.starts_with("__") && !text.ends_with("__") {
+            // `(getattr, (self, name))`.
+            name = method
+                .call_method0(pyo3::intern!(py, "__reduce__"))?
+                .get_item(1)?
+                .get_item(1)?
+                .cast_into::<PyString>()?;
+        }
+        owner.getattr(name)?.eq(method)
     };
     found().unwrap_or(false)
 }
