@@ -54,6 +54,7 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("globals", info.globals)?;
     out.set_item("code_objects", info.code_objects)?;
+    out.set_item("submodule_scans", info.submodule_scans)?;
     Ok(out)
 }
 

@@ -81,9 +81,12 @@ class TestOursBothWays(
 ):
     pickle_dumps = staticmethod(ferropickle.dumps)
     pickle_loads = staticmethod(ferropickle.loads)
-    # What C pickle's loads raises for a malformed stack or truncated data.
+    # What C pickle's loads raises for a malformed stack, truncated data and a size too large
+    # for the machine (test_pickle.py's CUnpicklerTests).
     bad_stack_errors = (pickle.UnpicklingError,)
     truncated_errors = (pickle.UnpicklingError,)
+    truncated_data_error = (pickle.UnpicklingError, "truncated")
+    size_overflow_error = (OverflowError, "exceeds")
 
 
 @with_deliberate_differences
@@ -98,8 +101,10 @@ class TestPickleReadByOurs(
     unittest.TestCase,
 ):
     pickle_loads = staticmethod(ferropickle.loads)
-    bad_stack_errors = (pickle.UnpicklingError,)
-    truncated_errors = (pickle.UnpicklingError,)
+    bad_stack_errors = TestOursBothWays.bad_stack_errors
+    truncated_errors = TestOursBothWays.truncated_errors
+    truncated_data_error = TestOursBothWays.truncated_data_error
+    size_overflow_error = TestOursBothWays.size_overflow_error
 
 
 class TestModuleLevel(unittest.TestCase):

@@ -2,6 +2,8 @@
 //! `BATCHSIZE` items, then `APPENDS`, `SETITEMS` or `ADDITEMS`. The five ways it batches differ
 //! only in when an item goes alone (`APPEND`, `SETITEM`) and whether a last batch that came out
 //! full is followed by an empty one; [`Batching`] names each, [`Pickler::batched`] writes them.
+//! CPython 3.15 changed both for lists and dicts: no empty last batch, and one item left after
+//! full batches goes alone.
 
 use pyo3::prelude::*;
 
@@ -15,8 +17,9 @@ pub struct Batching {
     /// The opcode that closes a batch.
     batch_op: u8,
     lone: Lone,
-    /// A last batch that came out full is followed by an empty `MARK batch_op` (the loop of
-    /// `batch_dict_exact` and `save_set` runs again while a batch came out full).
+    /// A last batch that came out full is followed by an empty `MARK batch_op` (before CPython
+    /// 3.15, the loop of `batch_dict_exact` and `save_set` runs again while a batch came out
+    /// full).
     empty_after_full: bool,
 }
 
@@ -24,7 +27,8 @@ pub struct Batching {
 #[derive(Clone, Copy)]
 enum Lone {
     Never,
-    /// When the container holds exactly one item (`len` counted before writing).
+    /// When the container holds exactly one item (`len` counted before writing); since CPython
+    /// 3.15 also when one item is left after full batches.
     OnlyItem {
         op: u8,
         len: usize,
@@ -50,7 +54,7 @@ impl Batching {
         Batching {
             batch_op: SETITEMS,
             lone: Lone::OnlyItem { op: SETITEM, len },
-            empty_after_full: true,
+            empty_after_full: !cfg!(Py_3_15),
         }
     }
 
@@ -58,7 +62,7 @@ impl Batching {
     pub const SET: Batching = Batching {
         batch_op: ADDITEMS,
         lone: Lone::Never,
-        empty_after_full: true,
+        empty_after_full: !cfg!(Py_3_15),
     };
 
     /// `batch_list`: the list items of a reduction, from an iterator.
@@ -95,10 +99,17 @@ impl<'py> Pickler<'py> {
             None => next(),
         };
         let mut full_batches = false;
+        // Items written so far, for a lone last item (`Lone::OnlyItem`).
+        let mut written = 0;
         // One batch per turn; `write` is called in one place, so that it is inlined.
         while let Some(mut item) = fetch(&mut ahead)? {
+            let first = written == 0;
             let lone = match how.lone {
-                Lone::OnlyItem { op, len: 1 } => Some(op),
+                Lone::OnlyItem { op, len }
+                    if written + 1 == len && (written == 0 || cfg!(Py_3_15)) =>
+                {
+                    Some(op)
+                }
                 Lone::LastItem { op } => {
                     ahead = fetch(&mut ahead)?;
                     ahead.is_none().then_some(op)
@@ -120,10 +131,16 @@ impl<'py> Pickler<'py> {
                     None => break,
                 }
             }
+            written += n;
             match lone {
                 Some(op) => {
                     self.out.op(op);
-                    return Ok(());
+                    // After full batches, a list that grew meanwhile still gets its new items
+                    // (the next fetch normally finds none); an iterator is not asked again.
+                    if first || matches!(how.lone, Lone::LastItem { .. }) {
+                        return Ok(());
+                    }
+                    continue;
                 }
                 None => self.out.op(how.batch_op),
             }

@@ -308,11 +308,13 @@ fn compute(
         _ => match py.import(module_name.clone()) {
             Ok(m) => m.into_any(),
             Err(e) => {
-                let err = pickling_error(format!(
-                    "Can't pickle {}: import of module {:?} failed",
-                    obj.repr()?,
-                    modname
-                ));
+                // CPython 3.14 shows the import's own error.
+                let why = if cfg!(Py_3_14) {
+                    e.value(py).str()?.to_string()
+                } else {
+                    format!("import of module {} failed", module_name.repr()?)
+                };
+                let err = pickling_error(format!("Can't pickle {}: {why}", obj.repr()?));
                 err.set_cause(py, Some(e));
                 return Err(err);
             }
@@ -337,6 +339,12 @@ fn compute(
                 found = next
             }
             None if dynamic_ok => return Ok((Kind::ByValue, None)),
+            None if cfg!(Py_3_14) => {
+                return Err(pickling_error(format!(
+                    "Can't pickle {}: it's not found as {modname}.{qualname}",
+                    obj.repr()?,
+                )))
+            }
             None => {
                 return Err(pickling_error(format!(
                     "Can't pickle {}: attribute lookup {} on {} failed",

@@ -134,12 +134,15 @@ pub struct CacheInfo {
     pub globals: usize,
     /// Code objects whose global names (and submodules reached) are known.
     pub code_objects: usize,
+    /// Times `sys.modules` was scanned for a module's imported submodules.
+    pub submodule_scans: u64,
 }
 
 pub fn cache_info(py: Python<'_>) -> CacheInfo {
     CacheInfo {
         globals: global_kind::len(),
         code_objects: code::len(py),
+        submodule_scans: code::submodule_scans(),
     }
 }
 

@@ -65,6 +65,7 @@ impl InputBuffer {
             ptr: self.ptr,
             len: self.len,
             pos: 0,
+            end: self.len,
         }
     }
 }
@@ -81,13 +82,55 @@ impl Drop for InputBuffer {
 
 /// A read position in the input. Every read is checked against the end first, so a length
 /// prefix can never make us read (or allocate) past the data we were given.
+///
+/// Where the interpreter's pickle keeps reads inside frames (see `Reader::load_frame`), an open
+/// frame moves `len` to the frame's end, so that no opcode or argument reads across it; a read
+/// that starts exactly at that end leaves the frame and goes on in the rest of the input, as
+/// `pickle`'s `_Unframer` does.
 pub(super) struct Input {
     ptr: *const u8,
+    /// The end of the readable bytes: the input's end, or the open frame's.
     len: usize,
     pos: usize,
+    /// The input's end.
+    end: usize,
 }
 
 impl Input {
+    /// Bytes left in the whole input, whatever frame is open.
+    pub(super) fn left_in_input(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Whether a frame is open and not used up.
+    pub(super) fn in_unfinished_frame(&self) -> bool {
+        self.len < self.end && self.pos < self.len
+    }
+
+    /// Whether a frame is open (a failed read then ran out of the frame, not of the input).
+    pub(super) fn in_frame(&self) -> bool {
+        self.len < self.end
+    }
+
+    /// Opens a frame of the next `n` bytes (`n <= left_in_input()`, checked by the caller).
+    pub(super) fn enter_frame(&mut self, n: usize) {
+        debug_assert!(n <= self.left_in_input());
+        self.len = self.pos + n;
+    }
+
+    /// Leaves the open frame if it is used up; returns whether it did (the caller then retries
+    /// its read in the rest of the input).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn leave_used_frame(&mut self) -> bool {
+        if self.pos == self.len && self.len < self.end {
+            self.len = self.end;
+            true
+        } else {
+            false
+        }
+    }
+
     #[inline(always)]
     pub(super) fn pos(&self) -> usize {
         self.pos
@@ -106,6 +149,8 @@ impl Input {
             let b = unsafe { *self.ptr.add(self.pos) };
             self.pos += 1;
             Some(b)
+        } else if self.leave_used_frame() {
+            self.byte()
         } else {
             None
         }
@@ -120,6 +165,8 @@ impl Input {
             let a = unsafe { self.ptr.add(self.pos).cast::<[u8; N]>().read_unaligned() };
             self.pos += N;
             Some(a)
+        } else if self.leave_used_frame() {
+            self.array()
         } else {
             None
         }
@@ -133,6 +180,8 @@ impl Input {
             let p = unsafe { self.ptr.add(self.pos) };
             self.pos += n;
             Some(p)
+        } else if self.leave_used_frame() {
+            self.take(n)
         } else {
             None
         }
@@ -141,6 +190,9 @@ impl Input {
     /// The next line without its `\n` (as a raw pointer and length), the way
     /// `_Unpickler_Readline` reads text arguments: a missing newline means truncated data.
     pub(super) fn line(&mut self) -> Option<(*const u8, usize)> {
+        if self.pos == self.len {
+            self.leave_used_frame();
+        }
         // SAFETY: the slice covers exactly the unread part of the live buffer and is dropped
         // at the end of this function, before any Python code can run.
         let rest = unsafe { std::slice::from_raw_parts(self.ptr.add(self.pos), self.remaining()) };

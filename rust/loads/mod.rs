@@ -325,19 +325,31 @@ impl<'py> Reader<'py> {
         self.memo_get(self.index_u32(idx))
     }
 
-    /// FRAME (`load_frame`): frames are transparent for in-memory input; only check that the
-    /// announced frame really is there.
+    /// FRAME (`load_frame`): check that the announced frame really is there. Where the
+    /// interpreter's pickle keeps opcodes inside frames ([`strict_frames`]), a frame may not
+    /// begin before the open one is used up, and no read may cross its end; elsewhere frames
+    /// are transparent for in-memory input.
     #[inline(always)]
     fn load_frame(&mut self) -> PyResult<()> {
         let n = u64::from_le_bytes(self.read_array()?);
+        let strict = strict_frames(self.py);
+        if strict {
+            if self.input.in_unfinished_frame() {
+                return Err(self.fail("beginning of a new frame before end of current frame"));
+            }
+            self.input.leave_used_frame();
+        }
         if i64::try_from(n).is_err() {
             return Err(PyOverflowError::new_err(format!(
                 "FRAME length exceeds system's maximum of {} bytes",
                 isize::MAX
             )));
         }
-        if n > self.input.remaining() as u64 {
+        if n > self.input.left_in_input() as u64 {
             return Err(self.truncated());
+        }
+        if strict {
+            self.input.enter_frame(n as usize);
         }
         Ok(())
     }
@@ -384,7 +396,11 @@ impl<'py> Reader<'py> {
     #[cold]
     #[inline(never)]
     fn truncated(&self) -> PyErr {
-        self.fail("pickle data was truncated")
+        if self.input.in_frame() {
+            self.fail("pickle exhausted before end of frame")
+        } else {
+            self.fail("pickle data was truncated")
+        }
     }
 
     /// `Pdata_stack_underflow`: popping across a MARK and popping an empty stack are both
@@ -459,7 +475,7 @@ impl<'py> Reader<'py> {
     /// empty read at the very end of the input truncated data.
     #[inline(always)]
     fn check_read_into(&self, n: usize) -> PyResult<()> {
-        if n == 0 && self.input.remaining() == 0 {
+        if n == 0 && self.input.left_in_input() == 0 {
             return Err(self.truncated());
         }
         Ok(())
@@ -722,6 +738,16 @@ impl<'py> Reader<'py> {
     fn do_append(&mut self, x: usize) -> PyResult<()> {
         let len = self.items_from(x)?;
         if len == x {
+            // Since CPython 3.15 an empty batch still goes to a target that is not a list:
+            // `extend([])` if it has one, else its `append` is looked up (AttributeError).
+            if cfg!(Py_3_15) {
+                if let Some(target) = x.checked_sub(1).and_then(|i| self.stack.get(i)) {
+                    // SAFETY: `target` is a live object borrowed from the stack.
+                    if unsafe { ffi::PyList_CheckExact(target) } == 0 {
+                        return self.append_generic(target, x);
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(list) = self.stack.get(x - 1) else {
@@ -894,4 +920,19 @@ mod capi {
             }
         }
     }
+}
+
+/// Whether this interpreter's `pickle.loads` keeps reads inside frames: it rejects an opcode or
+/// argument that crosses a frame's end, and a frame that begins before the open one is used up
+/// (CPython 3.14.10 and 3.15.2 do; 3.13.0 reads frames as plain bytes). Asked of `pickle`
+/// itself, once, with a stream of the second kind.
+fn strict_frames(py: Python<'_>) -> bool {
+    static STRICT: pyo3::sync::PyOnceLock<bool> = pyo3::sync::PyOnceLock::new();
+    *STRICT.get_or_init(py, || {
+        const NESTED: &[u8] = b"\x80\x04\x95\x0c\0\0\0\0\0\0\0N\x95\0\0\0\0\0\0\0\0NN.";
+        let loads = py.import("pickle").and_then(|m| m.getattr("loads"));
+        loads
+            .and_then(|loads| loads.call1((pyo3::types::PyBytes::new(py, NESTED),)))
+            .is_err()
+    })
 }

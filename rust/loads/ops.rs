@@ -71,11 +71,16 @@ fn parse_i64(s: &[u8], radix: u32) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
-/// C's `strtol(s, &end, 0)` (glibc) on `s`: the value, the index `end` points at, and whether
-/// it overflowed (`ERANGE`). Leading C whitespace and a sign are skipped; `0x` starts hex
-/// (only when a hex digit follows: otherwise just the `0` is read), another leading `0` octal;
-/// with no digits at all, `end` is 0.
-fn strtol_base0(s: &[u8]) -> (i64, usize, bool) {
+/// The base in which INT and LONG read their text: CPython 3.14 made both decimal
+/// (`strtol(s, &end, 10)`, `PyLong_FromString(s, NULL, 10)`: "010" is ten, "0x1f" an error);
+/// before, base 0 (Python literal syntax: "0x1f" is 31, "010" octal in C's `strtol`).
+const TEXT_INT_BASE: u32 = if cfg!(Py_3_14) { 10 } else { 0 };
+
+/// C's `strtol(s, &end, base)` (glibc) on `s`, for base 0 or 10: the value, the index `end`
+/// points at, and whether it overflowed (`ERANGE`). Leading C whitespace and a sign are skipped;
+/// in base 0, `0x` starts hex (only when a hex digit follows: otherwise just the `0` is read),
+/// another leading `0` octal; with no digits at all, `end` is 0.
+fn strtol(s: &[u8], base: u32) -> (i64, usize, bool) {
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let mut i = 0;
     while i < s.len() && is_space(s[i]) {
@@ -93,6 +98,7 @@ fn strtol_base0(s: &[u8]) -> (i64, usize, bool) {
         _ => false,
     };
     let (radix, start) = match (s.get(i), s.get(i + 1), s.get(i + 2)) {
+        _ if base == 10 => (10, i),
         (Some(b'0'), Some(b'x' | b'X'), Some(h)) if h.is_ascii_hexdigit() => (16, i + 2),
         (Some(b'0'), Some(b'x' | b'X'), _) => return (0, i + 1, false),
         (Some(b'0'), _, _) => (8, i),
@@ -140,6 +146,42 @@ fn c_text(mut s: Vec<u8>) -> Vec<u8> {
     s
 }
 
+/// The attribute lookup of `find_class` since CPython 3.14: from protocol 4 a dotted name is
+/// a path, any step of which failing is `AttributeError("Can't resolve path 'a.b' on module
+/// 'm'")`; otherwise one `getattr`, raising what it raises.
+fn find_attribute_314<'py>(
+    proto: u8,
+    module: &Bound<'py, PyAny>,
+    module_name: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = module.py();
+    if proto >= 4 {
+        let dotted = name.cast::<PyString>()?.to_str()?;
+        if dotted.contains('.') {
+            let mut obj = module.clone();
+            for part in dotted.split('.') {
+                obj = match obj.getattr(part) {
+                    Ok(next) => next,
+                    Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
+                        return Err(PyAttributeError::new_err(format!(
+                            "Can't resolve path {} on module {}",
+                            name.repr()?,
+                            module_name.repr()?
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            return Ok(obj);
+        }
+    }
+    // SAFETY: both objects are live; the result is a new reference or NULL with an exception.
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyObject_GetAttr(module.as_ptr(), name.as_ptr()))
+    }
+}
+
 impl<'py> Reader<'py> {
     /// A text argument line (without its `\n`). Like `_Unpickler_Readline` plus the
     /// `len < 2` checks of the C loaders, a missing newline or an empty argument means
@@ -180,24 +222,28 @@ impl<'py> Reader<'py> {
         self.owned(obj)
     }
 
-    /// INT (`load_int`): C's `strtol(s, &end, 0)` over the line (its `\n` included); if that
-    /// overflowed or stopped before the end of the line, `PyLong_FromString(s, NULL, 0)`,
-    /// whose failure is `ValueError("could not convert string to int")`. A line of exactly two
-    /// characters reading 0 or 1 ("00", "01", " 1", ...) is protocol 0's `False`/`True`.
+    /// INT (`load_int`): C's `strtol(s, &end, base)` over the line (its `\n` included); if
+    /// that overflowed or stopped before the end of the line, `PyLong_FromString(s, NULL,
+    /// base)`, whose failure is `ValueError("could not convert string to int")`
+    /// ([`TEXT_INT_BASE`]). Protocol 0's `False`/`True` are the lines "00" and "01"; before
+    /// CPython 3.15, any two-character line reading 0 or 1 (" 1", "-0", "+1", ...).
     pub(super) fn load_int(&mut self) -> PyResult<()> {
         let mut line = self.text_arg()?;
         line.push(b'\n');
         // The C code works on a NUL-terminated copy: the line ends at its first NUL.
         let text = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
-        let (value, end, overflow) = strtol_base0(text);
+        let (value, end, overflow) = strtol(text, TEXT_INT_BASE);
         let at = |i: usize| text.get(i).copied().unwrap_or(0);
         let stopped_early =
             (at(end) != b'\n' && at(end) != 0) || (at(end) == b'\n' && at(end + 1) != 0);
         let obj = if overflow || stopped_early {
             let text = text.to_vec();
-            self.long_from_text(text, 0)
+            self.long_from_text(text, TEXT_INT_BASE as i32)
                 .map_err(|_| PyValueError::new_err("could not convert string to int"))?
-        } else if line.len() == 3 && (value == 0 || value == 1) {
+        } else if line.len() == 3
+            && (value == 0 || value == 1)
+            && (!cfg!(Py_3_15) || line[0] == b'0')
+        {
             // SAFETY: `boolean` returns a borrowed static object; this takes a reference.
             unsafe { Bound::from_borrowed_ptr(self.py, capi::boolean(self.py, value == 1)) }
         } else {
@@ -207,13 +253,17 @@ impl<'py> Reader<'py> {
         Ok(())
     }
 
-    /// LONG (`load_long`): Python 2 `repr(long)`; the trailing `L` is optional.
+    /// LONG (`load_long`): Python 2 `repr(long)`; the trailing `L` is optional. Read by
+    /// `PyLong_FromString` in [`TEXT_INT_BASE`], over the line with its `\n` unless an `L`
+    /// ended it (C cuts the line there), as the error message shows.
     pub(super) fn load_long(&mut self) -> PyResult<()> {
         let mut line = self.text_arg()?;
         if line.last() == Some(&b'L') {
             line.pop();
+        } else {
+            line.push(b'\n');
         }
-        let obj = self.long_from_text(line, 0)?;
+        let obj = self.long_from_text(line, TEXT_INT_BASE as i32)?;
         self.push_bound(obj);
         Ok(())
     }
@@ -377,9 +427,10 @@ impl<'py> Reader<'py> {
     pub(super) fn load_additems(&mut self) -> PyResult<()> {
         let mark = self.marker()?;
         let len = self.items_from(mark)?;
-        if len == mark {
+        if len == mark && !cfg!(Py_3_15) {
             return Ok(());
         }
+        // Since CPython 3.15 an empty batch still looks up `add` on a target that is not a set.
         let target = self.stack_bound(mark - 1)?;
         // SAFETY: `target` is live.
         if unsafe { ffi::PySet_Check(target.as_ptr()) } != 0 {
@@ -463,7 +514,11 @@ impl<'py> Reader<'py> {
                 }
             }
         }
-        let module = self.import_module(&module)?;
+        let module_name = module;
+        let module = self.import_module(&module_name)?;
+        if cfg!(Py_3_14) {
+            return find_attribute_314(self.proto, &module, &module_name, &name);
+        }
         let found = if self.proto >= 4 {
             // `get_dotted_path` + `get_deep_attribute`.
             let dotted = name.cast::<PyString>()?.to_str()?;

@@ -19,6 +19,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import types
 import weakref
 from typing import Any
 
@@ -359,6 +360,45 @@ def test_submodules_follow_sys_modules(tmp_path, monkeypatch):
         assert pickle.loads(after)() == 7
     finally:
         for mod in ("fp_pkg_sub.child", "fp_pkg_sub"):
+            sys.modules.pop(mod, None)
+
+
+def test_submodules_are_looked_up_again_only_when_sys_modules_changes(tmp_path, monkeypatch):
+    """The submodules a function's code reaches are cached until `sys.modules` changes (its
+    dict version tag before CPython 3.12, a dict watcher since): an unchanged `sys.modules`
+    costs no scan, and adding, replacing or removing an entry is noticed."""
+    pkg = tmp_path / "fp_pkg_watch"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "child.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fp_pkg_watch
+
+    f = script("import fp_pkg_watch\ndef f():\n    return fp_pkg_watch.child.VALUE\n")["f"]
+
+    def scans_for_one_dumps() -> int:
+        before = ferropickle.cache_info()["submodule_scans"]
+        assert ferropickle.dumps(f) == cloudpickle.dumps(f)
+        return ferropickle.cache_info()["submodule_scans"] - before
+
+    try:
+        scans_for_one_dumps()
+        assert scans_for_one_dumps() == 0
+        assert scans_for_one_dumps() == 0
+        import fp_pkg_watch.child  # noqa: F401 - an insertion into sys.modules
+
+        assert scans_for_one_dumps() == 1
+        assert b"fp_pkg_watch.child" in ferropickle.dumps(f)
+        assert scans_for_one_dumps() == 0
+        sys.modules["fp_pkg_watch.child"] = sys.modules["fp_pkg_watch.child"]  # no change
+        assert scans_for_one_dumps() == 0
+        sys.modules["fp_pkg_watch.child"] = types.ModuleType("fp_pkg_watch.child")  # a new one
+        assert scans_for_one_dumps() == 1
+        del sys.modules["fp_pkg_watch.child"]  # a deletion
+        assert scans_for_one_dumps() == 1
+        assert b"fp_pkg_watch.child" not in ferropickle.dumps(f)
+    finally:
+        for mod in ("fp_pkg_watch.child", "fp_pkg_watch"):
             sys.modules.pop(mod, None)
 
 

@@ -5,6 +5,8 @@ control-flow exceptions pass through untouched."""
 
 from __future__ import annotations
 
+import collections
+import copyreg
 import functools
 import pickle
 import socket
@@ -174,6 +176,11 @@ class GarbageReduce:
         ((len, (), None, [1]), "iterator"),
         ((len, (), None, None, {"a": 1}), "iterator"),
         ((len, (), {}, None, None, 5), "sixth"),
+        # Neither callable nor a tuple: the callable is checked first.
+        ((1, 2), "callable"),
+        # A type outside builtins (named by its qualified name since 3.14).
+        (collections.OrderedDict(), "string or tuple"),
+        ((len, (), None, collections.OrderedDict()), "iterator"),
     ],
     ids=repr,
 )
@@ -190,12 +197,34 @@ def test_dictitems_that_are_not_pairs(protocol):
 
 
 def test_newobj_with_wrong_class(protocol):
-    import copyreg
-
     obj = GarbageReduce((copyreg.__newobj__, (int,)))
     err = raised(obj, protocol)
     assert isinstance(err, pickle.PicklingError)
     assert "class" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((), "__newobj__"),
+        ((1,), "__newobj__"),
+    ],
+    ids=repr,
+)
+def test_newobj_with_bad_arguments(args, match):
+    err = raised(GarbageReduce((copyreg.__newobj__, args)), 4)
+    assert isinstance(err, pickle.PicklingError)
+    assert match in str(err)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(GarbageReduce, ()), (1, (), {}), (GarbageReduce, [], {}), (GarbageReduce, (), [])],
+    ids=repr,
+)
+def test_newobj_ex_with_bad_arguments(args):
+    err = raised(GarbageReduce((copyreg.__newobj_ex__, args)), 4)
+    assert isinstance(err, pickle.PicklingError)
 
 
 class NotTheSame:
@@ -220,7 +249,7 @@ def test_reduce_string_naming_another_object(protocol):
 
 
 def test_reduce_string_naming_nothing(protocol):
-    err = raised(Missing(), protocol, like_pickle=False)
+    err = raised(Missing(), protocol)
     assert isinstance(err, pickle.PicklingError)
     with pytest.raises(pickle.PicklingError):
         pickle.dumps(Missing(), protocol)
@@ -233,7 +262,7 @@ def test_reduce_string_in_unimportable_module(protocol):
             return "thing"
 
     Orphan.__module__ = "no_such_module_for_ferropickle"
-    err = raised(Orphan(), protocol, like_pickle=False)
+    err = raised(Orphan(), protocol)
     assert isinstance(err, pickle.PicklingError)
     assert "no_such_module_for_ferropickle" in str(err)
 

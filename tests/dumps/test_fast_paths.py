@@ -143,7 +143,7 @@ def test_concrete_path_classes_take_the_fast_path():
 
 
 @pytest.mark.skipif(
-    sys.version_info >= (3, 14), reason="pathlib layouts checked on CPython 3.10-3.13 only"
+    sys.version_info >= (3, 16), reason="pathlib layouts checked on CPython 3.10-3.15 only"
 )
 def test_native_path_writer_is_active_on_this_python():
     assert ferropickle.stats()["native_writers"]["path"] is True

@@ -307,3 +307,14 @@ def test_subclass_shared_twice_is_one_object(protocol):
     m = MyInt(7)
     for r in roundtrip([m, m], protocol=protocol):
         assert r[0] is r[1]
+
+
+def test_one_byte_bytearrays_share_the_interpreters_one_byte_bytes():
+    """Before protocol 5 a bytearray is `bytearray(bytes)`; since CPython 3.15 the bytes of a
+    one-byte bytearray are the interpreter's shared one-byte object, which `pickle` memoizes:
+    a second such bytearray fetches it. Ours wrote it again."""
+    obj = [bytearray(b"\x00"), bytearray(b"\x00"), bytearray(b"\x01"), bytearray(b"ab")]
+    for protocol in range(5):
+        assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol), protocol
+    for r in roundtrip(obj, protocol=4):
+        assert r[0] is not r[1]

@@ -36,13 +36,26 @@ def test_version_flag_prints_the_version_and_the_interpreter():
     assert out.strip() == f"ferropickle {ferropickle.__version__} (CPython {python})"
 
 
-def test_classifiers_name_the_versions_ci_tests():
-    ci = re.search(r"CI_PYTHONS:-([0-9. ]+)\}", (ROOT / ".ci" / "run").read_text())
+def versions_ci_tests() -> list[str]:
+    """The interpreters `.ci/run` tests by default: on this machine, then in its Debian root."""
+    run = (ROOT / ".ci" / "run").read_text()
+    ci = re.search(r"CI_PYTHONS:-([0-9. ]+)\}", run)
     assert ci, ".ci/run names no default interpreters"
-    tested = ci.group(1).split()
+    # And those it tests in a Debian unstable root.
+    debian = re.search(r"CI_DEBIAN_PYTHONS-([0-9. ]+)\}", run)
+    assert debian, ".ci/run names no default interpreters for its Debian root"
+    return ci.group(1).split() + debian.group(1).split()
+
+
+def test_classifiers_name_the_versions_ci_tests():
+    tested = versions_ci_tests()
     classifiers = importlib.metadata.metadata("ferropickle").get_all("Classifier") or []
     declared = [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r".*:: 3\.\d+", c)]
     assert declared == tested
+
+
+def test_readme_names_the_versions_ci_tests():
+    tested = versions_ci_tests()
     assert f"CPython {', '.join(tested[:-1])} and {tested[-1]}" in (ROOT / "README.md").read_text()
 
 

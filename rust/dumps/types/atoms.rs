@@ -44,8 +44,8 @@ impl<'py> Pickler<'py> {
     }
 
     /// `save_bytearray`: `BYTEARRAY8` from protocol 5; before, `bytearray(bytes(obj))` with
-    /// `REDUCE` (a fresh copy of the bytes, so nothing shares its memo entry), or
-    /// `bytearray()` when empty. Memoized whatever its reference count: it is mutable.
+    /// `REDUCE` (a fresh copy of the bytes, so nothing shares its memo entry; on 3.15 a
+    /// one-byte one is the shared one-byte bytes), or `bytearray()` when empty. Memoized whatever its reference count: it is mutable.
     pub(in crate::dumps) fn save_bytearray(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         if self.proto < 5 {
             // The class first: saving it may run code, which could resize the bytearray.
@@ -64,6 +64,14 @@ impl<'py> Pickler<'py> {
             self.out.bytearray(data);
         } else if data.is_empty() {
             self.out.ops(&[EMPTY_TUPLE, REDUCE]);
+        } else if cfg!(Py_3_15) && data.len() == 1 {
+            // Since CPython 3.15 the C pickler's `bytes(obj)` of a one-byte bytearray is the
+            // interpreter's shared one-byte object, which it memoizes like any bytes: a second
+            // one-byte bytearray of that value fetches it. Before, it was a fresh copy.
+            let byte = PyBytes::new(self.py, data);
+            self.save(byte.as_any(), false)?;
+            self.close_fresh_tuple(1);
+            self.out.op(REDUCE);
         } else {
             self.out.bytes(data);
             self.memoize_fresh();

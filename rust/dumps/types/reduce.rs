@@ -58,19 +58,60 @@ pub fn reduce_and_save<'py>(
     }
     match reduced.cast::<PyTuple>() {
         Ok(rv) => save_reduce(p, obj, rv),
-        Err(_) => Err(pickling_error("__reduce__ must return a string or tuple")),
+        Err(_) => Err(pickling_error(format!(
+            "__reduce__ must return a string or tuple{}",
+            not_type(&reduced)?
+        ))),
     }
 }
 
-/// Whether `getattr(method.__self__, method.__func__.__name__) == method`.
+/// The type of a wrong value as `save_reduce` names it in its errors: since CPython 3.14,
+/// `", not T"` with `%T` (the type's fully qualified name, without `builtins.` or `__main__.`);
+/// before 3.14 the message stops at what was required.
+fn not_type(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if cfg!(Py_3_14) {
+        Ok(format!(", not {}", type_name(value)?))
+    } else {
+        Ok(String::new())
+    }
+}
+
+/// The name of `value`'s type in `save_reduce`'s messages: `%T` since CPython 3.14, the C
+/// `tp_name` before (`collections.OrderedDict`, but `H` for a class `H` defined in Python).
+fn type_name(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if cfg!(Py_3_14) {
+        return Ok(value.get_type().fully_qualified_name()?.to_string());
+    }
+    // SAFETY: `value` is live, so its type is; `tp_name` is a NUL-terminated C string owned
+    // by the type object.
+    let name = unsafe { std::ffi::CStr::from_ptr((*ffi::Py_TYPE(value.as_ptr())).tp_name) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// `"item"` on CPython 3.14+, `"element"` before (the fourth to sixth items' messages).
+const ITEM: &str = if cfg!(Py_3_14) { "item" } else { "element" };
+
+/// Whether `getattr(method.__self__, name) == method` for the name its `__reduce__` gives:
+/// `method.__func__.__name__`, which since CPython 3.15 is mangled for a private name
+/// (`__m` of class `A` is `_A__m`), so such a method is then asked for its own.
 fn method_by_name(method: &Bound<'_, PyAny>) -> bool {
     let py = method.py();
     let found = || -> PyResult<bool> {
         let owner = method.getattr(pyo3::intern!(py, "__self__"))?;
-        let name = method
+        let mut name = method
             .getattr(pyo3::intern!(py, "__func__"))?
-            .getattr(pyo3::intern!(py, "__name__"))?;
-        owner.getattr(name.cast_into::<PyString>()?)?.eq(method)
+            .getattr(pyo3::intern!(py, "__name__"))?
+            .cast_into::<PyString>()?;
+        let text = name.to_str()?;
+        if cfg!(Py_3_15) && text.starts_with("__") && !text.ends_with("__") {
+            // `(getattr, (self, name))`.
+            name = method
+                .call_method0(pyo3::intern!(py, "__reduce__"))?
+                .get_item(1)?
+                .get_item(1)?
+                .cast_into::<PyString>()?;
+        }
+        owner.getattr(name)?.eq(method)
     };
     found().unwrap_or(false)
 }
@@ -116,33 +157,40 @@ pub fn save_reduce<'py>(
     let dictitems = item(4);
     let state_setter = item(5);
 
-    let Ok(args) = args.cast::<PyTuple>() else {
-        return Err(pickling_error(
-            "second item of the tuple returned by __reduce__ must be a tuple",
-        ));
-    };
     if !callable.is_callable() {
-        return Err(pickling_error(
-            "first item of the tuple returned by __reduce__ must be callable",
-        ));
+        return Err(pickling_error(format!(
+            "first item of the tuple returned by __reduce__ must be callable{}",
+            not_type(&callable)?
+        )));
     }
+    let Ok(args) = args.cast::<PyTuple>() else {
+        return Err(pickling_error(format!(
+            "second item of the tuple returned by __reduce__ must be a tuple{}",
+            not_type(&args)?
+        )));
+    };
     for (items, which) in [(&listitems, "fourth"), (&dictitems, "fifth")] {
         if let Some(it) = items {
             // SAFETY: type check on a live object.
             if unsafe { ffi::PyIter_Check(it.as_ptr()) } == 0 {
                 return Err(pickling_error(format!(
-                    "{which} element of the tuple returned by __reduce__ must be an iterator, \
+                    "{which} {ITEM} of the tuple returned by __reduce__ must be an iterator, \
                      not {}",
-                    it.get_type().name()?
+                    type_name(it)?
                 )));
             }
         }
     }
     if let Some(setter) = &state_setter {
         if !setter.is_callable() {
+            let required = if cfg!(Py_3_14) {
+                "callable"
+            } else {
+                "a function"
+            };
             return Err(pickling_error(format!(
-                "sixth element of the tuple returned by __reduce__ must be a function, not {}",
-                setter.get_type().name()?
+                "sixth {ITEM} of the tuple returned by __reduce__ must be {required}, not {}",
+                type_name(setter)?
             )));
         }
     }
@@ -151,31 +199,35 @@ pub fn save_reduce<'py>(
     match constructor(p, &callable)? {
         Constructor::NewObjEx => {
             if args.len() != 3 {
-                return Err(pickling_error(format!(
-                    "length of the NEWOBJ_EX argument tuple must be exactly 3, not {}",
-                    args.len()
-                )));
+                return Err(pickling_error(if cfg!(Py_3_14) {
+                    format!("__newobj_ex__ expected 3 arguments, got {}", args.len())
+                } else {
+                    format!(
+                        "length of the NEWOBJ_EX argument tuple must be exactly 3, not {}",
+                        args.len()
+                    )
+                }));
             }
             let cls = args.get_item(0)?;
             let cargs = args.get_item(1)?;
             let kwargs = args.get_item(2)?;
+            // What each of the three must be, as 3.14+ and earlier word it.
+            let wrong = |nth: &str, what: &str, value: &Bound<'py, PyAny>| -> PyResult<PyErr> {
+                let ty = type_name(value)?;
+                Ok(pickling_error(if cfg!(Py_3_14) {
+                    format!("{nth} argument to __newobj_ex__() must be {what}, not {ty}")
+                } else {
+                    format!("{nth} item from NEWOBJ_EX argument tuple must be {what}, not {ty}")
+                }))
+            };
             if !cls.is_instance_of::<PyType>() {
-                return Err(pickling_error(format!(
-                    "first item from NEWOBJ_EX argument tuple must be a class, not {}",
-                    cls.get_type().name()?
-                )));
+                return Err(wrong("first", "a class", &cls)?);
             }
             if !cargs.is_instance_of::<PyTuple>() {
-                return Err(pickling_error(format!(
-                    "second item from NEWOBJ_EX argument tuple must be a tuple, not {}",
-                    cargs.get_type().name()?
-                )));
+                return Err(wrong("second", "a tuple", &cargs)?);
             }
             if !kwargs.is_instance_of::<PyDict>() {
-                return Err(pickling_error(format!(
-                    "third item from NEWOBJ_EX argument tuple must be a dict, not {}",
-                    kwargs.get_type().name()?
-                )));
+                return Err(wrong("third", "a dict", &kwargs)?);
             }
             p.save(&cls, false)
                 .map_err(|e| p.at(e, || format!("{}.__class__", owner())))?;
@@ -187,17 +239,34 @@ pub fn save_reduce<'py>(
         }
         Constructor::NewObj => {
             if args.is_empty() {
-                return Err(pickling_error("__newobj__ arglist is empty"));
+                return Err(pickling_error(if cfg!(Py_3_14) {
+                    "__newobj__ expected at least 1 argument, got 0"
+                } else {
+                    "__newobj__ arglist is empty"
+                }));
             }
             let cls = args.get_item(0)?;
             if !cls.is_instance_of::<PyType>() {
-                return Err(pickling_error("args[0] from __newobj__ args is not a type"));
+                return Err(pickling_error(if cfg!(Py_3_14) {
+                    format!(
+                        "first argument to __newobj__() must be a class, not {}",
+                        type_name(&cls)?
+                    )
+                } else {
+                    "args[0] from __newobj__ args is not a type".to_owned()
+                }));
             }
             let obj_class = obj.getattr(pyo3::intern!(py, "__class__"))?;
             if !obj_class.is(&cls) {
-                return Err(pickling_error(
-                    "args[0] from __newobj__ args has the wrong class",
-                ));
+                return Err(pickling_error(if cfg!(Py_3_14) {
+                    format!(
+                        "first argument to __newobj__() must be {}, not {}",
+                        obj_class.repr()?,
+                        cls.repr()?
+                    )
+                } else {
+                    "args[0] from __newobj__ args has the wrong class".to_owned()
+                }));
             }
             p.save(&cls, false)
                 .map_err(|e| p.at(e, || format!("{}.__class__", owner())))?;

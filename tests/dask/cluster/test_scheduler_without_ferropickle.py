@@ -20,10 +20,18 @@ HOW = "start the scheduler with --preload ferropickle.dask"
 @pytest.fixture(scope="module")
 def stock_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Scheduler and worker whose interpreter has no ferropickle (a ``sitecustomize`` makes
-    every import of it fail, as where it is not installed)."""
+    every import of it fail exactly as where it is not installed: ``No module named
+    'ferropickle'``; a ``None`` in ``sys.modules`` would fail differently, with an error that
+    CPython 3.15's traceback module can't format)."""
     blocker = tmp_path_factory.mktemp("no_ferropickle")
     (blocker / "sitecustomize.py").write_text(
-        "import sys\nsys.modules['ferropickle'] = None  # not installed here\n"
+        "import sys\n"
+        "class NotInstalled:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'ferropickle':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled)\n"
     )
     pythonpath = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
     with process_cluster(1, env={"PYTHONPATH": pythonpath}) as (_cluster, client):
