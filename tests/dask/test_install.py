@@ -196,7 +196,8 @@ def test_a_tested_dask_and_distributed_pair_installs_without_a_warning(caplog):
     with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
         assert ferro_dask.install()
     ferro_dask.uninstall()
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warned if "not a tested combination" in m], warned
     [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
     assert f"(dask {dask.__version__}, distributed {distributed.__version__})," in active
 
@@ -207,7 +208,11 @@ def test_an_untested_pair_warns_naming_both_versions_and_installs(monkeypatch, c
     with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
         assert ferro_dask.install()
     ferro_dask.uninstall()
-    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    [warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "not a tested combination" in r.getMessage()
+    ]
     assert f"dask 2099.1.0 with distributed {distributed.__version__} is not a tested" in warning
     assert "its layout matches; installing" in warning
     [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
