@@ -28,7 +28,7 @@ def _version() -> str:
 #: What the demo imports that ferropickle itself does not need, and the requirement that
 #: installs each: the ``demo`` extra of pyproject.toml, which a test keeps equal to this.
 _DEMO_NEEDS = {
-    "distributed": "dask[distributed]>=2025.1",
+    "distributed": "dask[distributed]>=2025.7.0,<=2026.8.0",
     "numpy": "numpy>=1.26",
     "pandas": "pandas>=2.1",
     "tqdm": "tqdm>=4.60",

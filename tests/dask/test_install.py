@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+import pathlib
 import subprocess
 import sys
 import types
 
 import dask
+import distributed
 import pytest
 from plugin_support import BY_NAME, STOCK, TIMEOUT, assert_stock, dcore, dpickle
 
+import ferropickle
 import ferropickle.dask as ferro_dask
 from ferropickle.dask import _patching
 from ferropickle.dask._state import STATE
@@ -79,8 +82,11 @@ def test_unrecognised_layout_warns_and_keeps_stock_behaviour(monkeypatch):
 
     dumps.__module__ = "distributed.protocol.pickle"
     monkeypatch.setattr(_patching, "STOCK_DUMPS", dumps)
-    with pytest.warns(ferro_dask.UnsupportedLayoutWarning, match="signature"):
+    with pytest.warns(ferro_dask.UnsupportedLayoutWarning, match="signature") as caught:
         assert ferro_dask.install() is False
+    assert f"dask {dask.__version__}, distributed {distributed.__version__}" in str(
+        caught[0].message
+    )
     assert not ferro_dask.installed()
     assert dpickle.dumps is STOCK["dumps"]
 
@@ -177,3 +183,78 @@ def test_enabled_false_skips_checking_the_other_settings(caplog):
     assert not ferro_dask.installed()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     ferro_dask.dask_teardown(server)
+
+
+def _versions() -> tuple[str, str]:
+    return dask.__version__, distributed.__version__
+
+
+def test_a_tested_dask_and_distributed_pair_installs_without_a_warning(caplog):
+    if _versions() not in ferro_dask.VERIFIED_VERSIONS:
+        pytest.skip(
+            f"dask {dask.__version__} with distributed {distributed.__version__}: not a tested pair"
+        )
+    with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
+        assert ferro_dask.install()
+    ferro_dask.uninstall()
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warned if "not a tested combination" in m], warned
+    [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
+    assert f"(dask {dask.__version__}, distributed {distributed.__version__})," in active
+
+
+def test_an_untested_pair_warns_naming_both_versions_and_installs(monkeypatch, caplog):
+    # What `pip install -U dask` leaves next to an older distributed.
+    monkeypatch.setattr(dask, "__version__", "2099.1.0")
+    with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
+        assert ferro_dask.install()
+    ferro_dask.uninstall()
+    [warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "not a tested combination" in r.getMessage()
+    ]
+    assert f"dask 2099.1.0 with distributed {distributed.__version__} is not a tested" in warning
+    assert "its layout matches; installing" in warning
+    [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
+    assert f"(dask 2099.1.0, distributed {distributed.__version__}, not a tested" in active
+
+
+@pytest.mark.parametrize(
+    ("writer", "named"),
+    [
+        ("path", "path writer off"),
+        ("partial", "partial writer off"),
+        ("dask", "dask task-node writer off"),
+    ],
+)
+def test_the_active_line_names_each_native_writer_that_is_off(caplog, writer, named):
+    with caplog.at_level(logging.INFO, logger="ferropickle.dask"):
+        assert ferro_dask.install()
+    ferro_dask.uninstall()
+    [active] = [r.getMessage() for r in caplog.records if " active in this " in r.getMessage()]
+    on = ferropickle.stats()["native_writers"][writer]
+    assert (named in active) is (not on), active
+
+
+def test_the_extras_are_bounded_to_the_tested_pairs():
+    tomllib = pytest.importorskip(
+        "tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib"
+    )
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = pathlib.Path(__file__).parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    pairs = sorted(ferro_dask.VERIFIED_VERSIONS, key=lambda p: (Version(p[1]), Version(p[0])))
+    assert all(d == x for d, x in pairs), "dask[distributed]==X pins distributed to X"
+    oldest, newest = pairs[0][0], pairs[-1][0]
+
+    def dask_requirement(extra: str) -> Requirement:
+        [req] = [Requirement(r) for r in extras[extra] if Requirement(r).name == "dask"]
+        return req
+
+    for extra in ("dask", "demo"):
+        assert str(dask_requirement(extra).specifier) == f"<={newest},>={oldest}", extra
+    # The README's test command tests the newest pair, whatever the index holds.
+    assert str(dask_requirement("test").specifier) == f"=={newest}"

@@ -16,9 +16,19 @@ dpickle = import_module("distributed.protocol.pickle")
 dcore = import_module("distributed.protocol.core")
 dserialize = import_module("distributed.protocol.serialize")
 
-#: distributed versions whose source this package was checked against. Other versions are
-#: installed into only if their layout passes the same checks (see `layout_problem`).
-VERIFIED_VERSIONS = frozenset({"2026.8.0"})
+#: The (dask, distributed) release pairs CI runs the plugin's tests against (`.ci/run` reads
+#: this set, and pyproject's extras are bounded to its range). Any other combination is
+#: installed into only if its layout passes the same checks (see `layout_problem`), with a
+#: warning naming both versions.
+VERIFIED_VERSIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("2025.7.0", "2025.7.0"),
+        ("2025.12.0", "2025.12.0"),
+        ("2026.3.0", "2026.3.0"),
+        ("2026.7.1", "2026.7.1"),
+        ("2026.8.0", "2026.8.0"),
+    }
+)
 
 #: Only modules of these packages get their by-name imports of ``dumps``/``loads`` patched: a
 #: user module that copied distributed's function keeps what it chose.

@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 import sys
 import warnings
 from typing import Any
 
+import dask
 import dask.config
 import distributed
+from packaging.version import Version
 
 import ferropickle
 from ferropickle.dask import _metrics, _patching, _send_once
@@ -89,29 +93,66 @@ def _runs_the_scheduler_cli() -> bool:
     )
 
 
+def _release_order(pair: tuple[str, str]) -> tuple[Version, Version]:
+    return Version(pair[1]), Version(pair[0])
+
+
+def _tested_pairs() -> str:
+    """The tested (dask, distributed) pairs, oldest first, for a log line."""
+    return ", ".join(
+        dask_version
+        if dask_version == distributed_version
+        else f"{dask_version}+{distributed_version}"
+        for dask_version, distributed_version in sorted(
+            _patching.VERIFIED_VERSIONS, key=_release_order
+        )
+    )
+
+
+#: What each native writer that this interpreter's or this dask's layout turned off is called
+#: in the active line, and why it is off (`ferropickle.stats()["native_writers"]`).
+_WRITERS_OFF = {
+    "path": "path writer off: this Python's pathlib layout is not the one it expects",
+    "partial": "partial writer off: this Python's functools.partial layout is not the one it "
+    "expects",
+    "dask": "dask task-node writer off: this dask's Task layout is not the one it expects",
+}
+
+
+def _writers_off() -> list[str]:
+    """The native writers this process's layouts turned off, each with why, for the log."""
+    # The task-node layouts are probed once dask's graph nodes are imported; distributed imports
+    # them, and a dask without them has no task nodes to write.
+    if importlib.util.find_spec("dask._task_spec") is not None:
+        importlib.import_module("dask._task_spec")
+    writers = ferropickle.stats()["native_writers"]
+    return [why for name, why in _WRITERS_OFF.items() if not writers.get(name, True)]
+
+
 def _install(role: str, how: str, *, warn: bool = True) -> bool:
     if STATE.installed:
         return True
     new_settings = Settings.from_config()
     problem = _patching.layout_problem()
-    versions = ", ".join(sorted(_patching.VERIFIED_VERSIONS))
+    versions = f"dask {dask.__version__}, distributed {distributed.__version__}"
     if problem is not None:
         message = (
-            f"ferropickle.dask is not installed: {problem} (distributed "
-            f"{distributed.__version__}; verified with {versions}). Dask keeps its stock pickling."
+            f"ferropickle.dask is not installed: {problem} ({versions}; tested with "
+            f"dask+distributed {_tested_pairs()}). Dask keeps its stock pickling."
         )
         if warn:
             warnings.warn(message, _patching.UnsupportedLayoutWarning, stacklevel=3)
         else:  # a preload: in the server's log, where its operator looks
             logger.warning(message)
         return False
-    verified = distributed.__version__ in _patching.VERIFIED_VERSIONS
+    verified = (dask.__version__, distributed.__version__) in _patching.VERIFIED_VERSIONS
     if not verified:
         logger.warning(
-            "ferropickle.dask: distributed %s was not verified (verified: %s), but its layout "
-            "matches; installing.",
+            "ferropickle.dask: dask %s with distributed %s is not a tested combination "
+            "(tested: dask+distributed %s), but its layout matches; installing.",
+            dask.__version__,
             distributed.__version__,
-            versions,
+            _tested_pairs(),
         )
     STATE.apply(new_settings)
     register_family()
@@ -124,18 +165,19 @@ def _install(role: str, how: str, *, warn: bool = True) -> bool:
     STATE.collector = _metrics.register_prometheus()
     threshold = new_settings.large_pickle_warning
     logger.info(
-        "ferropickle %s active in this %s (distributed %s%s), %s: %s replaced by "
+        "ferropickle %s active in this %s (%s%s), %s: %s replaced by "
         "ferropickle's; large-pickle warning %s; send-once %s; per-task-prefix costs in "
-        "ferropickle.dask.report(client)%s",
+        "ferropickle.dask.report(client)%s%s",
         ferropickle.__version__,
         role,
-        distributed.__version__,
-        "" if verified else ", not verified",
+        versions,
+        "" if verified else ", not a tested combination",
         how,
         ", ".join(f"{module.__name__}.{name}" for module, name, _ in STATE.patches),
         "off" if threshold is None else f"from {describe_size(threshold)}",
         "off" if send_once is None else f"from {describe_size(send_once)}",
         " and /metrics" if STATE.collector is not None else "",
+        "".join(f"; {why}" for why in _writers_off()),
     )
     return True
 
@@ -152,8 +194,10 @@ def install() -> bool:
     ``ferropickle.patch-loads: false`` only ``dumps`` is replaced. ``ferropickle.enabled`` is
     for the preload only; calling this installs regardless.
 
-    Returns whether ferropickle is now active. On a distributed whose layout was not verified
-    it issues an `UnsupportedLayoutWarning`, changes nothing and returns ``False``.
+    Returns whether ferropickle is now active. On a distributed whose layout is not the one
+    verified it issues an `UnsupportedLayoutWarning`, changes nothing and returns ``False``; a
+    dask and distributed pair not in `VERIFIED_VERSIONS` whose layout matches is installed
+    into, with a warning in the log naming both versions.
     """
     with STATE.lock:
         _show_our_logs_like_distributed()

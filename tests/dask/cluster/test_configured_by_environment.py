@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 import distributed
 import pytest
 from cluster_support import process_cluster
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slow
 #: The scheduler's log line at default log settings.
 ACTIVE = re.compile(
     r"ferropickle\.dask - INFO - ferropickle \S+ active in this scheduler "
-    rf"\(distributed {re.escape(distributed.__version__)}\), through the preload: "
+    rf"\(dask {re.escape(dask.__version__)}, distributed {re.escape(distributed.__version__)}\), "
+    r"through the preload: "
     r"distributed\.protocol\.pickle\.dumps, .*distributed\.scheduler\.dumps.* replaced by "
     r"ferropickle's; large-pickle warning from 64\.00 kiB; send-once off; "
 )
