@@ -28,7 +28,6 @@ KNOWN_DUMPS_DEFECTS = {
     "stale-by-reference-class-module-rebound": (
         "the by-reference cache does not re-check a class's current __module__"
     ),
-    "partial-empty-dict-after-vars": "a partial's empty __dict__ is written as None",
     "module-none-function": (
         "a function whose __module__ is None is by value (cloudpickle asks whichmodule)"
     ),
