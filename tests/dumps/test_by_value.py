@@ -463,6 +463,92 @@ def test_rebinding_before_first_pickle_goes_by_value(protocol, temp_module):
     assert pickle.loads(data)(2) == 6
 
 
+def test_qualname_changed_after_a_dumps_goes_by_value(protocol, temp_module):
+    """A remembered by-reference decision re-checked only the name it remembered, not the
+    function's current `__qualname__`: after one `dumps`, `f.__qualname__ = "a.f"` still wrote
+    `module.scaled` where cloudpickle, which can't find `a.f`, writes it by value."""
+    f = temp_module.scaled
+    assert ferropickle.dumps(f, protocol) == pickle.dumps(f, protocol)
+    f.__qualname__ = "a.f"
+    data = ferropickle.dumps(f, protocol)
+    assert data == cloudpickle.dumps(f, protocol)
+    assert is_by_value(data)
+    for r in roundtrip(f, protocol=protocol, dumper="cloudpickle", check=calls(((2,), 6))):
+        assert r is not f
+
+
+def test_class_module_changed_after_a_dumps_goes_by_value(protocol, temp_module):
+    """The same for a class whose `__module__` became `"__main__"`."""
+    cls = temp_module.Thing
+    assert ferropickle.dumps(cls, protocol) == pickle.dumps(cls, protocol)
+    cls.__module__ = "__main__"
+    data = ferropickle.dumps(cls, protocol)
+    assert data == cloudpickle.dumps(cls, protocol)
+    assert is_by_value(data)
+    for r in roundtrip(cls, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+        # In the process that wrote it, cloudpickle's class tracker gives the class back.
+        assert r is cls
+        assert r(2).get() == 6
+
+
+class NamedByReduce:
+    """Pickled as the module attribute its `__reduce__` names."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return self.name
+
+
+def test_reduce_returning_a_name_that_changes_writes_the_new_name(protocol, temp_module):
+    """An object whose `__reduce__` returns a global name kept being written under the first
+    name it returned, as the remembered decision ignored the name."""
+    obj = NamedByReduce("FIRST")
+    obj.__module__ = temp_module.__name__
+    temp_module.FIRST = temp_module.SECOND = obj
+    assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol)
+    obj.name = "SECOND"
+    data = ferropickle.dumps(obj, protocol)
+    assert data == pickle.dumps(obj, protocol)
+    assert b"SECOND" in data
+    for r in roundtrip(obj, protocol=protocol, check=lambda a, b: None):
+        assert r is obj
+
+
+def test_function_without_module_is_found_by_a_scan_of_sys_modules(protocol, temp_module):
+    """`__module__ = None`: cloudpickle asks `_whichmodule`, which finds the function in its
+    module and writes it by reference; it was written by value."""
+    f = temp_module.scaled
+    f.__module__ = None
+    data = ferropickle.dumps(f, protocol)
+    assert data == cloudpickle.dumps(f, protocol)
+    assert not is_by_value(data)
+    for r in roundtrip(f, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+        assert r is f
+
+
+def test_registered_module_whose_name_changed_goes_by_reference(protocol, temp_module):
+    """cloudpickle checks the registry by the module's own `__name__`: a module registered by
+    value and then renamed is no longer registered, and its function and class go by
+    reference (under the `__module__` they still have). Ours checked their `__module__`,
+    wrote the function by value and refused the class."""
+    name = temp_module.__name__
+    cloudpickle.register_pickle_by_value(temp_module)
+    try:
+        temp_module.__name__ = "renamed"
+        obj = [temp_module.scaled, temp_module.Thing]
+        data = ferropickle.dumps(obj, protocol)
+        assert data == cloudpickle.dumps(obj, protocol)
+        assert not is_by_value(data)
+        for r in roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+            assert r[0] is temp_module.scaled
+            assert r[1] is temp_module.Thing
+    finally:
+        temp_module.__name__ = name
+        cloudpickle.unregister_pickle_by_value(temp_module)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading in a fresh process that never imports ferropickle
 # ---------------------------------------------------------------------------------------------

@@ -25,18 +25,6 @@ KNOWN_DUMPS_DEFECTS = {
     "memo-refcount-tuple-reached-again-by-reduce": (
         "the memo skips a tuple held once, which a __reduce__ reaches again"
     ),
-    "stale-by-reference-class-module-rebound": (
-        "the by-reference cache does not re-check a class's current __module__"
-    ),
-    "module-none-function": (
-        "a function whose __module__ is None is by value (cloudpickle asks whichmodule)"
-    ),
-    "renamed-by-value-module-class": (
-        "a class of a by-value module renamed since raises where cloudpickle writes it by name"
-    ),
-    "stale-by-reference-function-qualname-changed": (
-        "the by-reference cache does not re-check a function's current __qualname__"
-    ),
     "builtin-type-by-name-generic-alias-default": (
         "types cloudpickle writes as _builtin_type(name) are written by name"
     ),

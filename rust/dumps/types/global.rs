@@ -65,7 +65,7 @@ impl<'py> Pickler<'py> {
             global_kind::check_registry(self.py, self.lookup)?;
             self.registry_checked = true;
         }
-        match global_kind::cached(self.py, obj) {
+        match global_kind::cached(self.py, obj, name) {
             Some(kind) => Ok(kind),
             None => global_kind::classify(self.py, self.lookup, obj, name),
         }

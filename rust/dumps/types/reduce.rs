@@ -38,7 +38,7 @@ pub fn reduce_and_save<'py>(
         None => {
             // SAFETY: type check on a live object.
             if unsafe { ffi::PyCFunction_Check(obj.as_ptr()) } != 0 {
-                if let Some(kind) = global_kind::cached(py, obj) {
+                if let Some(kind) = global_kind::cached(py, obj, None) {
                     return p.write_global(obj, kind);
                 }
             }
