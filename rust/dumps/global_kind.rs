@@ -236,6 +236,15 @@ pub fn cached<'py>(
     let (Kind::ByRef { module, qualname }, Some(anchor)) = (&kind, &anchor) else {
         return None;
     };
+    // The common case, without attribute lookups: the very objects remembered.
+    // SAFETY: `obj` is live; the pointers read are only compared, never dereferenced.
+    let same = unsafe { module_and_qualname_fields(py, obj.as_ptr()) }.is_some_and(|(m, q)| {
+        let q = name.map_or(q, |n| n.as_ptr());
+        m == module.as_ptr() && q == qualname.as_ptr()
+    });
+    if same {
+        return anchor.holds(py, module.bind(py), obj).then_some(kind);
+    }
     let module_now = obj
         .getattr_opt(pyo3::intern!(py, "__module__"))
         .ok()??
@@ -259,6 +268,36 @@ pub fn cached<'py>(
         module: module_now.unbind(),
         qualname: name_now.unbind(),
     })
+}
+
+/// A function's `__module__` and `__qualname__` fields, or a class's (of metaclass `type`, with
+/// `__module__` in its own dict) as `type.__module__`/`type.__qualname__` read them; `None` for
+/// anything else. Borrowed pointers, to compare only.
+///
+/// # Safety
+/// `obj` must be a live object; the GIL must be held.
+unsafe fn module_and_qualname_fields(
+    py: Python<'_>,
+    obj: *mut ffi::PyObject,
+) -> Option<(*mut ffi::PyObject, *mut ffi::PyObject)> {
+    if ffi::PyFunction_Check(obj) != 0 {
+        let f = obj as *mut ffi::PyFunctionObject;
+        return Some(((*f).func_module, (*f).func_qualname));
+    }
+    if ffi::Py_TYPE(obj) != std::ptr::addr_of_mut!(ffi::PyType_Type) {
+        return None;
+    }
+    let t = obj as *mut ffi::PyTypeObject;
+    if (*t).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 || (*t).tp_dict.is_null() {
+        return None;
+    }
+    let module =
+        ffi::PyDict_GetItemWithError((*t).tp_dict, pyo3::intern!(py, "__module__").as_ptr());
+    if module.is_null() {
+        let _ = PyErr::take(py);
+        return None;
+    }
+    Some((module, (*(obj as *mut ffi::PyHeapTypeObject)).ht_qualname))
 }
 
 /// `obj.__qualname__`, or `obj.__name__` for an object without one.
