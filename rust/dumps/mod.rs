@@ -19,14 +19,22 @@
 //! memo table, `cloudpickle_check.rs` whether our by-value writer matches the installed
 //! cloudpickle.
 //!
-//! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
-//! reference count is 1 when we reach it is held only by the edge we came through. For immutable
-//! atoms (str, bytes) and immutable containers (tuple, frozenset) that means the memo entry could
-//! never be used: such "unique" objects skip the memo, which is most of the atoms and small
-//! tuples in real data. Mutable objects (bytearray, containers) and reduced objects are always
-//! memoized, containers before their contents, exactly as `pickle` does: every reference cycle
-//! passes through one of them, so that is what stops a walk around a cycle (a tuple in a cycle is
-//! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
+//! Memo policy: exactly `pickle`'s. Every str, bytes, tuple, frozenset and container that
+//! `pickle` memoizes gets a memo entry, whatever its reference count: an object held by one
+//! reference when we reach it can still be reached again later in the same `dumps`, by Python
+//! code that looks it up through its holder (a `__reduce__` returning `(tuple, (table[key],))`,
+//! a by-value function's globals read by name), and `pickle` then fetches it from the memo. So
+//! the memo entries, and with them the bytes and the identities after loading, can't depend on
+//! how many references happen to exist. The reference count is used for speed only: an
+//! object held by one reference (the edge we came through, "unique" below) can't be in the
+//! memo yet, since the memo holds a reference to each of its entries, so its lookup on the way
+//! in is skipped and its entry is added unhashed (`MemoTable::put_deferred`), hashed by the
+//! first lookup the hashed entries can't answer: every lookup still sees every entry. A tuple
+//! or frozenset is looked up again after its items, as `save_tuple` does: writing them may
+//! have reached it (a cycle, or Python code), and then its copy is thrown away with `POP` and
+//! the memoized one fetched. Mutable objects and reduced objects are memoized before their
+//! contents, exactly as `pickle` does: every reference cycle passes through one of them, so
+//! that is what stops a walk around a cycle.
 
 mod batch;
 mod cloudpickle_check;
@@ -204,7 +212,7 @@ impl<'py> Pickler<'py> {
     }
 
     /// Writes `obj`. `unique` says the caller saw it with a reference count of one (see the
-    /// module docs): it is then neither looked up in nor added to the memo.
+    /// module docs): it can't be in the memo yet, so it is not looked up there.
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
         let ty = self.classify(obj.as_ptr());
@@ -350,16 +358,17 @@ impl<'py> Pickler<'py> {
         result
     }
 
-    /// `MEMOIZE`, as `pickle` writes after every object it memoizes; a `unique` object (see
-    /// the module docs) takes its index without a table entry, since it can't be met again.
+    /// `MEMOIZE`, as `pickle` writes after every object it memoizes; for an object held by one
+    /// reference (`unique`: it can't have an entry yet) the entry is added unhashed, hashed by
+    /// the first lookup that needs it (see the module docs).
     #[inline]
-    pub fn memoize_unless(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+    pub fn memoize_entry(&mut self, obj: &Bound<'py, PyAny>, unique: bool) {
         if unique {
-            self.memoize_fresh();
+            self.memo.put_deferred(obj);
+            self.out.op(MEMOIZE);
         } else {
             self.memoize(obj);
         }
-        Ok(())
     }
 
     /// `MEMOIZE` for an object built for the stream alone (a tuple `pickle` makes, a dict or

@@ -363,6 +363,24 @@ def test_a_stateless_function_is_rebuilt_for_every_load(protocol):
     assert first(3, 4) == second(3, 4) == 5.0
 
 
+def test_global_held_once_and_read_by_name_again_is_shared(protocol):
+    """A by-value function's globals are read by name from its module dict: a global held only
+    by that dict (a tuple of a frozenset) and written once already as a dict value was written
+    again, where cloudpickle fetches it from the memo."""
+    ns = {"__name__": "__main__"}
+    exec("G = (frozenset({3, 5}), None)\ndef f():\n    return G\n", ns)
+    del ns["__builtins__"]
+    obj = [ns, ns["f"]]
+    assert ferropickle.dumps(obj, protocol) == cloudpickle.dumps(obj, protocol)
+
+    def check(_, loaded):
+        assert loaded[0]["G"] == (frozenset({3, 5}), None)
+        assert loaded[1].__globals__["G"] is loaded[0]["G"]
+        assert loaded[1]() is loaded[0]["G"]
+
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------

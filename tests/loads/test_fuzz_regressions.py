@@ -22,9 +22,6 @@ FOUND_DUMPS = sorted((FUZZ / "found" / "dumps").iterdir())
 #: Programs that still show a known defect of dumps, by file name: each fails until its defect
 #: is fixed, then its entry goes (strict: an unexpected pass fails the run).
 KNOWN_DUMPS_DEFECTS = {
-    "memo-refcount-tuple-reached-again-by-reduce": (
-        "the memo skips a tuple held once, which a __reduce__ reaches again"
-    ),
     "builtin-type-by-name-generic-alias-default": (
         "types cloudpickle writes as _builtin_type(name) are written by name"
     ),

@@ -32,7 +32,8 @@ pub fn save_picklebuffer<'py>(
     if in_band {
         if view.readonly() {
             p.out.bytes(view.as_bytes());
-            p.memoize_unless(obj, unique)
+            p.memoize_entry(obj, unique);
+            Ok(())
         } else {
             // Loads as a (mutable) bytearray: memoized whatever its reference count.
             p.out.bytearray(view.as_bytes());

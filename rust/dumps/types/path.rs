@@ -43,9 +43,7 @@ pub fn save_path<'py>(
         })?,
     }
     p.out.op(REDUCE);
-    // A path's args are strings: it can't be part of a cycle, so a path nothing else refers
-    // to needs no memo entry.
-    p.memoize_unless(path, unique)?;
+    p.memoize_entry(path, unique);
     Ok(true)
 }
 
