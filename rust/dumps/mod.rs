@@ -180,6 +180,8 @@ pub struct Pickler<'py> {
     /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
     pub by_value: by_value::State,
     registry_checked: bool,
+    /// Whether cloudpickle's own writing started: see [`Pickler::save_type`].
+    pub cloudpickle_stream: bool,
     /// Where the failing object sits, innermost first; filled only while an error unwinds.
     err_path: Vec<String>,
     err_leaf: Option<String>,
@@ -206,6 +208,7 @@ impl<'py> Pickler<'py> {
             counts: stats::CallCounts::default(),
             by_value: by_value::State::default(),
             registry_checked: false,
+            cloudpickle_stream: false,
             err_path: Vec::new(),
             err_leaf: None,
         }
@@ -274,9 +277,16 @@ impl<'py> Pickler<'py> {
                     let written = task_node::save_task_node(p, node, obj)?;
                     p.or_reduce(written, obj, unique)
                 }),
-                ObType::Code => self.nested(obj, unique, |p| code::save_code(p, obj)),
-                ObType::Cell => self.nested(obj, unique, |p| code::save_cell(p, obj)),
+                ObType::Code => self.nested(obj, unique, |p| {
+                    p.cloudpickle_stream = true;
+                    code::save_code(p, obj)
+                }),
+                ObType::Cell => self.nested(obj, unique, |p| {
+                    p.cloudpickle_stream = true;
+                    code::save_cell(p, obj)
+                }),
                 ObType::Module => self.nested(obj, unique, |p| {
+                    p.cloudpickle_stream = true;
                     let written = code::save_module(p, obj)?;
                     p.or_reduce(written, obj, unique)
                 }),

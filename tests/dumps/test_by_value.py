@@ -381,6 +381,33 @@ def test_global_held_once_and_read_by_name_again_is_shared(protocol):
     roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
 
 
+def test_classes_of_types_after_a_by_value_part_are_written_as_cloudpickle_writes_them(
+    protocol,
+):
+    """cloudpickle writes every class of `types` (its `_BUILTIN_TYPE_NAMES`) as
+    `_builtin_type(name)`, `pickle` writes the ones it finds by name by name: in a stream with a
+    by-value function they were written by name, so `def f(x) -> list[int]` from a script (a
+    `types.GenericAlias` in its annotations) differed from cloudpickle's bytes. Without a
+    by-value part the stream is still `pickle`'s."""
+    ns = {"__name__": "__main__"}
+    source = "def f(x: int | None) -> list[int]:\n    return [x]\n"
+    exec(compile(source, "<script>", "exec", dont_inherit=True), ns)  # real annotations
+    f = ns["f"]
+    by_name = [types.SimpleNamespace(a=1), types.DynamicClassAttribute, types._GeneratorWrapper]
+    assert ferropickle.dumps(by_name, protocol) == pickle.dumps(by_name, protocol)
+    obj = [f, *by_name, list[int], int | None]
+    data = ferropickle.dumps(obj, protocol)
+    assert data == cloudpickle.dumps(obj, protocol)
+    assert b"_builtin_type" in data
+
+    def check(_, loaded):
+        assert loaded[0](3) == [3]
+        assert loaded[0].__annotations__ == {"x": int | None, "return": list[int]}
+        assert loaded[1:] == [*by_name, list[int], int | None]
+
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------

@@ -21,11 +21,7 @@ FOUND_DUMPS = sorted((FUZZ / "found" / "dumps").iterdir())
 
 #: Programs that still show a known defect of dumps, by file name: each fails until its defect
 #: is fixed, then its entry goes (strict: an unexpected pass fails the run).
-KNOWN_DUMPS_DEFECTS = {
-    "builtin-type-by-name-generic-alias-default": (
-        "types cloudpickle writes as _builtin_type(name) are written by name"
-    ),
-}
+KNOWN_DUMPS_DEFECTS: dict[str, str] = {}
 
 
 def load_harness(name):

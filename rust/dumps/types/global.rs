@@ -3,7 +3,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
 use super::{by_value, reduce};
 use crate::dumps::global_kind::{self, Kind};
@@ -13,6 +13,16 @@ use crate::opcodes::*;
 impl<'py> Pickler<'py> {
     /// Classes: the three singleton types as `type(None)` etc. (`save_singleton_type`), the rest
     /// by reference or, for dynamic classes, by value.
+    ///
+    /// The builtin-type table: cloudpickle's `save_global` writes every class in
+    /// `_BUILTIN_TYPE_NAMES` (the classes of `types`, read from the installed cloudpickle) as
+    /// `_builtin_type(name)`, `pickle` writes the ones it finds by name (`types.SimpleNamespace`,
+    /// `GenericAlias`, `UnionType`, ...) by name. A stream equals `pickle`'s as long as nothing
+    /// in it needs cloudpickle and cloudpickle's once something does, so these classes are
+    /// written as `pickle` writes them until the first object only cloudpickle writes (a function
+    /// or class by value, a code object, cell or module: `cloudpickle_stream`), and as
+    /// cloudpickle writes them from then on. One written earlier in the stream stays as `pickle`
+    /// wrote it (a single pass can't know what comes later), which cloudpickle would not.
     pub(in crate::dumps) fn save_type(&mut self, cls: &Bound<'py, PyType>) -> PyResult<()> {
         let py = self.py;
         for singleton in [py.None(), py.NotImplemented(), py.Ellipsis()] {
@@ -22,6 +32,18 @@ impl<'py> Pickler<'py> {
                 // `save_reduce(type, (singleton,))`: the argument tuple is memoized too.
                 self.save(&builtins_type, false)?;
                 self.save(&singleton, false)?;
+                self.close_fresh_tuple(1);
+                self.out.op(REDUCE);
+                self.memoize(cls.as_any());
+                return Ok(());
+            }
+        }
+        if self.cloudpickle_stream {
+            let names = self.lookup.cp.builtin_type_names.bind(py);
+            if let Some(name) = names.cast::<PyDict>()?.get_item(cls)? {
+                // `save_reduce(_builtin_type, (name,), obj=cls)`.
+                self.save(self.lookup.cp.builtin_type.bind(py), false)?;
+                self.save(&name, false)?;
                 self.close_fresh_tuple(1);
                 self.out.op(REDUCE);
                 self.memoize(cls.as_any());
