@@ -182,6 +182,9 @@ pub struct Pickler<'py> {
     registry_checked: bool,
     /// Whether cloudpickle's own writing started: see [`Pickler::save_type`].
     pub cloudpickle_stream: bool,
+    /// How many `nested` levels are open (see there), from 3.12 on.
+    #[cfg(Py_3_12)]
+    depth: i32,
     /// Where the failing object sits, innermost first; filled only while an error unwinds.
     err_path: Vec<String>,
     err_leaf: Option<String>,
@@ -209,6 +212,8 @@ impl<'py> Pickler<'py> {
             by_value: by_value::State::default(),
             registry_checked: false,
             cloudpickle_stream: false,
+            #[cfg(Py_3_12)]
+            depth: 0,
             err_path: Vec::new(),
             err_leaf: None,
         }
@@ -343,9 +348,26 @@ impl<'py> Pickler<'py> {
         if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
             return Err(errors::recursion_error(self.py, None));
         }
+        // Up to 3.11 `Py_EnterRecursiveCall` counts in the counter `sys.getrecursionlimit()`
+        // bounds (Python frames and these levels together); from 3.12 it counts against the
+        // interpreter's fixed C-recursion limit instead, so the levels are also counted here and
+        // bounded by `sys.getrecursionlimit()`: nesting past it raises on every version.
+        #[cfg(Py_3_12)]
+        {
+            // SAFETY: reads the interpreter's limit; we hold the GIL.
+            if self.depth >= unsafe { ffi::Py_GetRecursionLimit() } {
+                return Err(PyRecursionError::new_err(
+                    "maximum recursion depth exceeded while pickling an object",
+                ));
+            }
+        }
         // SAFETY: we hold the GIL; every successful enter is matched by the leave below.
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(self.py));
+        }
+        #[cfg(Py_3_12)]
+        {
+            self.depth += 1;
         }
         let memo_or_write = |p: &mut Self| {
             if !unique {
@@ -362,6 +384,10 @@ impl<'py> Pickler<'py> {
         let result = memo_or_write(self);
         // SAFETY: matches the enter above.
         unsafe { ffi::Py_LeaveRecursiveCall() };
+        #[cfg(Py_3_12)]
+        {
+            self.depth -= 1;
+        }
         if result.is_err() && self.err_leaf.is_none() {
             self.err_leaf = Some(describe(obj));
         }
