@@ -44,7 +44,7 @@ mod memo;
 mod obtype;
 mod types;
 
-use pyo3::exceptions::{PyException, PyRecursionError, PyValueError};
+use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -117,7 +117,15 @@ pub fn dumps<'py>(
     // `try_with`: a thread being torn down has no scratch left, and just allocates.
     let (buf, memo) = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
     let mut p = Pickler::new(py, lookup, layouts, proto, buffer_callback, buf, memo);
-    let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
+    let mut result = p.save(obj, false);
+    if p.restart {
+        // The stream turned out to be cloudpickle's after something was written in `pickle`'s
+        // form (see `Pickler::enter_cloudpickle_stream`): written again, cloudpickle's from the
+        // start. At most once: the second walk starts as cloudpickle's.
+        p.start_over();
+        result = p.save(obj, false);
+    }
+    let result = result.map_err(|e| p.explain(obj, e));
     let Pickler {
         out,
         mut memo,
@@ -180,8 +188,20 @@ pub struct Pickler<'py> {
     /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
     pub by_value: by_value::State,
     registry_checked: bool,
-    /// Whether cloudpickle's own writing started: see [`Pickler::save_type`].
+    /// Whether the stream is cloudpickle's: something only cloudpickle writes was met (see
+    /// [`Pickler::enter_cloudpickle_stream`]), or the walk started over as cloudpickle's.
     pub cloudpickle_stream: bool,
+    /// Whether a class of cloudpickle's builtin-type table was written in `pickle`'s form,
+    /// which a cloudpickle stream can't hold (see [`Pickler::save_type`]).
+    pub builtin_type_by_name: bool,
+    /// Set when the stream became cloudpickle's after `builtin_type_by_name`: `dumps` writes it
+    /// again from the start.
+    restart: bool,
+    /// The buffer callback's answers (in band or not), one per PEP 574 buffer in the order
+    /// met, and how many buffers this walk met: a walk that starts over reuses the answers
+    /// instead of handing the callback the same buffers again (see `buffer::save_picklebuffer`).
+    pub buffer_answers: Vec<bool>,
+    pub buffers_met: usize,
     /// How many `nested` levels are open (see there), from 3.12 on.
     #[cfg(Py_3_12)]
     depth: i32,
@@ -212,6 +232,10 @@ impl<'py> Pickler<'py> {
             by_value: by_value::State::default(),
             registry_checked: false,
             cloudpickle_stream: false,
+            builtin_type_by_name: false,
+            restart: false,
+            buffer_answers: Vec::new(),
+            buffers_met: 0,
             #[cfg(Py_3_12)]
             depth: 0,
             err_path: Vec::new(),
@@ -283,15 +307,15 @@ impl<'py> Pickler<'py> {
                     p.or_reduce(written, obj, unique)
                 }),
                 ObType::Code => self.nested(obj, unique, |p| {
-                    p.cloudpickle_stream = true;
+                    p.enter_cloudpickle_stream()?;
                     code::save_code(p, obj)
                 }),
                 ObType::Cell => self.nested(obj, unique, |p| {
-                    p.cloudpickle_stream = true;
+                    p.enter_cloudpickle_stream()?;
                     code::save_cell(p, obj)
                 }),
                 ObType::Module => self.nested(obj, unique, |p| {
-                    p.cloudpickle_stream = true;
+                    p.enter_cloudpickle_stream()?;
                     let written = code::save_module(p, obj)?;
                     p.or_reduce(written, obj, unique)
                 }),
@@ -303,6 +327,43 @@ impl<'py> Pickler<'py> {
                 }
             }
         }
+    }
+
+    /// Called where the first object only cloudpickle writes is written (a function or class by
+    /// value, a code object, cell or module): from here on the stream is cloudpickle's. When a
+    /// class of the builtin-type table was already written in `pickle`'s form, the walk stops
+    /// (an error that `dumps` does not report: it sees `restart` and starts over).
+    #[inline]
+    pub fn enter_cloudpickle_stream(&mut self) -> PyResult<()> {
+        if self.cloudpickle_stream {
+            return Ok(());
+        }
+        self.cloudpickle_stream = true;
+        if self.builtin_type_by_name {
+            self.restart = true;
+            return Err(PyRuntimeError::new_err(
+                "the stream became cloudpickle's: written again from the start",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets everything the stopped walk wrote or remembered for the stream (the output, the
+    /// memo, the by-value writer's per-call state, the error path) and starts the next walk as
+    /// cloudpickle's. What it learned about the buffer callback stays: the next walk meets the
+    /// same buffers first, in the same order, and reuses the answers.
+    #[cold]
+    fn start_over(&mut self) {
+        let old = std::mem::replace(&mut self.out, Writer::with_buffer(self.proto, Vec::new()));
+        self.out = Writer::with_buffer(self.proto, old.finish());
+        self.memo.clear();
+        self.by_value = by_value::State::default();
+        self.counts = stats::CallCounts::default();
+        self.err_path.clear();
+        self.err_leaf = None;
+        self.restart = false;
+        self.cloudpickle_stream = true;
+        self.buffers_met = 0;
     }
 
     /// After a writer from fields: an object whose fields it could not read (`written` is

@@ -408,6 +408,100 @@ def test_classes_of_types_after_a_by_value_part_are_written_as_cloudpickle_write
     roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
 
 
+def script_function():
+    """A function defined in a script (`__main__`): pickled by value, as cloudpickle does."""
+    ns = {"__name__": "__main__"}
+    exec(compile("def f(x):\n    return [x]\n", "<script>", "exec", dont_inherit=True), ns)
+    return ns["f"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda f: [types.SimpleNamespace, f], id="class-then-function"),
+        pytest.param(
+            lambda f: {"ns": types.SimpleNamespace(a=1), "alias": list[int], "f": f},
+            id="instance-and-alias-then-function",
+        ),
+        pytest.param(lambda f: ((types.SimpleNamespace,), [f, types.GenericAlias]), id="nested"),
+        pytest.param(
+            lambda f: [types.SimpleNamespace, types.SimpleNamespace, f.__code__], id="code-object"
+        ),
+    ],
+)
+def test_classes_of_types_before_a_by_value_part_are_written_as_cloudpickle_writes_them(
+    protocol, make
+):
+    """A class of `types` met before the first object only cloudpickle writes was written by
+    name (`pickle`'s form) where cloudpickle writes `_builtin_type(name)` from the stream's first
+    byte: the walk starts over as cloudpickle's once that object comes."""
+    f = script_function()
+    obj = make(f)
+    data = ferropickle.dumps(obj, protocol)
+    assert data == cloudpickle.dumps(obj, protocol)
+    assert b"_builtin_type" in data
+    assert b"SimpleNamespace" in data
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=same_but_rebuilt_code)
+
+
+def same_but_rebuilt_code(expected, actual):
+    """`actual == expected`, a by-value function or code object compared by what it does."""
+    if isinstance(expected, types.FunctionType):
+        assert actual(3) == expected(3)
+    elif isinstance(expected, types.CodeType):
+        assert isinstance(actual, types.CodeType) and actual.co_code == expected.co_code
+    elif isinstance(expected, (list, tuple)):
+        assert type(actual) is type(expected) and len(actual) == len(expected)
+        for e, a in zip(expected, actual, strict=True):
+            same_but_rebuilt_code(e, a)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            same_but_rebuilt_code(expected[key], actual[key])
+    else:
+        assert actual == expected
+
+
+def test_a_walk_that_starts_over_hands_each_buffer_to_the_callback_once():
+    """Buffers that went to the buffer callback before the walk started over as cloudpickle's
+    are not handed to it again: the callback sees each buffer once, and its answers (out of
+    band or in band) are the ones the stream follows, as with cloudpickle."""
+    f = script_function()
+
+    def make():
+        return [
+            pickle.PickleBuffer(b"out of band"),
+            pickle.PickleBuffer(bytearray(b"in band")),
+            types.SimpleNamespace,
+            f,
+            pickle.PickleBuffer(b"after"),
+        ]
+
+    def collecting(into):
+        def callback(buf):
+            into.append(bytes(buf))
+            return bytes(buf) == b"in band"
+
+        return callback
+
+    ours, theirs = [], []
+    obj = make()
+    data = ferropickle.dumps(obj, 5, buffer_callback=collecting(ours))
+    expected = cloudpickle.dumps(obj, 5, buffer_callback=collecting(theirs))
+    assert data == expected
+    assert ours == theirs == [b"out of band", b"in band", b"after"]
+    out_of_band = [b"out of band", b"after"]
+    for loads in (pickle.loads, ferropickle.loads):
+        loaded = loads(data, buffers=out_of_band)
+        assert [bytes(loaded[0]), bytes(loaded[1]), bytes(loaded[4])] == [
+            b"out of band",
+            b"in band",
+            b"after",
+        ]
+        assert loaded[2] is types.SimpleNamespace
+        assert loaded[3](1) == [1]
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------

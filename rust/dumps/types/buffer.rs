@@ -26,7 +26,21 @@ pub fn save_picklebuffer<'py>(
         ));
     }
     let in_band = match &p.buffer_callback {
-        Some(cb) => cb.call1((obj,))?.is_truthy()?,
+        Some(cb) => {
+            // A walk that started over (see `Pickler::start_over`) meets the buffers the
+            // stopped one handed to the callback first and in the same order: their answers
+            // are reused, so the callback gets each buffer once.
+            let met = p.buffers_met;
+            p.buffers_met += 1;
+            match p.buffer_answers.get(met) {
+                Some(&answer) => answer,
+                None => {
+                    let answer = cb.call1((obj,))?.is_truthy()?;
+                    p.buffer_answers.push(answer);
+                    answer
+                }
+            }
+        }
         None => true,
     };
     if in_band {

@@ -18,11 +18,13 @@ impl<'py> Pickler<'py> {
     /// `_BUILTIN_TYPE_NAMES` (the classes of `types`, read from the installed cloudpickle) as
     /// `_builtin_type(name)`, `pickle` writes the ones it finds by name (`types.SimpleNamespace`,
     /// `GenericAlias`, `UnionType`, ...) by name. A stream equals `pickle`'s as long as nothing
-    /// in it needs cloudpickle and cloudpickle's once something does, so these classes are
-    /// written as `pickle` writes them until the first object only cloudpickle writes (a function
-    /// or class by value, a code object, cell or module: `cloudpickle_stream`), and as
-    /// cloudpickle writes them from then on. One written earlier in the stream stays as `pickle`
-    /// wrote it (a single pass can't know what comes later), which cloudpickle would not.
+    /// in it needs cloudpickle and cloudpickle's, from its first byte, once something does. So
+    /// these classes are written as `pickle` writes them while nothing only cloudpickle writes
+    /// (a function or class by value, a code object, cell or module) was met, and as cloudpickle
+    /// writes them once one was (`cloudpickle_stream`). One written in `pickle`'s form before the
+    /// first such object is noted (`builtin_type_by_name`); when that object comes, the walk
+    /// starts over as cloudpickle's (`Pickler::enter_cloudpickle_stream`), so no stream mixes
+    /// the two forms.
     pub(in crate::dumps) fn save_type(&mut self, cls: &Bound<'py, PyType>) -> PyResult<()> {
         let py = self.py;
         for singleton in [py.None(), py.NotImplemented(), py.Ellipsis()] {
@@ -38,9 +40,9 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
-        if self.cloudpickle_stream {
-            let names = self.lookup.cp.builtin_type_names.bind(py);
-            if let Some(name) = names.cast::<PyDict>()?.get_item(cls)? {
+        let names = self.lookup.cp.builtin_type_names.bind(py);
+        if let Some(name) = names.cast::<PyDict>()?.get_item(cls)? {
+            if self.cloudpickle_stream {
                 // `save_reduce(_builtin_type, (name,), obj=cls)`.
                 self.save(self.lookup.cp.builtin_type.bind(py), false)?;
                 self.save(&name, false)?;
@@ -49,6 +51,8 @@ impl<'py> Pickler<'py> {
                 self.memoize(cls.as_any());
                 return Ok(());
             }
+            // Written in `pickle`'s form below: noted, in case the stream turns cloudpickle's.
+            self.builtin_type_by_name = true;
         }
         // SAFETY: reading the type of a live object and the address of a static type object.
         let plain =
