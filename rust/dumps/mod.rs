@@ -28,8 +28,7 @@
 //! how many references happen to exist. The reference count is used for speed only: an
 //! object held by one reference (the edge we came through, "unique" below) can't be in the
 //! memo yet, since the memo holds a reference to each of its entries, so its lookup on the way
-//! in is skipped and its entry is added unhashed (`MemoTable::put_deferred`), hashed by the
-//! first lookup the hashed entries can't answer: every lookup still sees every entry. A tuple
+//! in is skipped (and entries are hashed only when a lookup comes: see `memo.rs`). A tuple
 //! or frozenset is looked up again after its items, as `save_tuple` does: writing them may
 //! have reached it (a cycle, or Python code), and then its copy is thrown away with `POP` and
 //! the memoized one fetched. Mutable objects and reduced objects are memoized before their
@@ -245,9 +244,16 @@ impl<'py> Pickler<'py> {
 
     /// Writes `obj`. `unique` says the caller saw it with a reference count of one (see the
     /// module docs): it can't be in the memo yet, so it is not looked up there.
+    ///
+    /// None, bools, floats and 64-bit ints are written here, inline in every caller (as a
+    /// container's items are: see [`Self::save_scalar`]); everything else in [`Self::save_as`].
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        let ty = self.classify(obj.as_ptr());
+        let ptr = obj.as_ptr();
+        let ty = self.classify(ptr);
+        if self.save_scalar(ptr, ty) {
+            return Ok(());
+        }
         self.save_as(obj, ty, unique)
     }
 
@@ -280,31 +286,29 @@ impl<'py> Pickler<'py> {
                 ObType::Str => self.save_str(obj, unique),
                 ObType::Tuple => self.nested(obj, unique, |p| {
                     let t = obj.cast_unchecked();
-                    p.save_tuple_body(t, unique, |i| format!("tuple[{i}]"))
+                    p.save_tuple_body(t, |i| format!("tuple[{i}]"))
                 }),
                 ObType::List => self.nested(obj, unique, |p| p.save_list(obj.cast_unchecked())),
                 ObType::Dict => self.nested(obj, unique, |p| p.save_dict(obj.cast_unchecked())),
-                ObType::Bytes => {
-                    self.nested(obj, unique, |p| p.save_bytes(obj.cast_unchecked(), unique))
-                }
+                ObType::Bytes => self.nested(obj, unique, |p| p.save_bytes(obj.cast_unchecked())),
                 ObType::Set => self.nested(obj, unique, |p| p.save_set(obj.cast_unchecked())),
-                ObType::FrozenSet => self.nested(obj, unique, |p| {
-                    p.save_frozenset(obj.cast_unchecked(), unique)
-                }),
+                ObType::FrozenSet => {
+                    self.nested(obj, unique, |p| p.save_frozenset(obj.cast_unchecked()))
+                }
                 ObType::ByteArray => self.nested(obj, unique, |p| p.save_bytearray(obj)),
                 ObType::Type => self.nested(obj, unique, |p| p.save_type(obj.cast_unchecked())),
                 ObType::Function => self.nested(obj, unique, |p| p.save_global(obj, None)),
                 ObType::Partial(layout) => self.nested(obj, unique, |p| {
                     let written = partial::save_partial(p, layout, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
                 ObType::Path(layout) => self.nested(obj, unique, |p| {
-                    let written = path::save_path(p, layout, obj, unique)?;
-                    p.or_reduce(written, obj, unique)
+                    let written = path::save_path(p, layout, obj)?;
+                    p.or_reduce(written, obj)
                 }),
                 ObType::TaskNode(node) => self.nested(obj, unique, |p| {
                     let written = task_node::save_task_node(p, node, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
                 ObType::Code => self.nested(obj, unique, |p| {
                     p.enter_cloudpickle_stream()?;
@@ -317,14 +321,12 @@ impl<'py> Pickler<'py> {
                 ObType::Module => self.nested(obj, unique, |p| {
                     p.enter_cloudpickle_stream()?;
                     let written = code::save_module(p, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
                 ObType::PickleBuffer => {
-                    self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj, unique))
+                    self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj))
                 }
-                ObType::Other => {
-                    self.nested(obj, unique, |p| reduce::reduce_and_save(p, obj, unique))
-                }
+                ObType::Other => self.nested(obj, unique, |p| reduce::reduce_and_save(p, obj)),
             }
         }
     }
@@ -368,11 +370,11 @@ impl<'py> Pickler<'py> {
 
     /// After a writer from fields: an object whose fields it could not read (`written` is
     /// `false`, nothing was written) is reduced like any other.
-    fn or_reduce(&mut self, written: bool, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+    fn or_reduce(&mut self, written: bool, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         if written {
             return Ok(());
         }
-        reduce::reduce_and_save(self, obj, unique)
+        reduce::reduce_and_save(self, obj)
     }
 
     /// A container's item straight from a borrowed pointer when it is None, a bool, a float or
@@ -453,19 +455,6 @@ impl<'py> Pickler<'py> {
             self.err_leaf = Some(describe(obj));
         }
         result
-    }
-
-    /// `MEMOIZE`, as `pickle` writes after every object it memoizes; for an object held by one
-    /// reference (`unique`: it can't have an entry yet) the entry is added unhashed, hashed by
-    /// the first lookup that needs it (see the module docs).
-    #[inline]
-    pub fn memoize_entry(&mut self, obj: &Bound<'py, PyAny>, unique: bool) {
-        if unique {
-            self.memo.put_deferred(obj);
-            self.out.op(MEMOIZE);
-        } else {
-            self.memoize(obj);
-        }
     }
 
     /// `MEMOIZE` for an object built for the stream alone (a tuple `pickle` makes, a dict or

@@ -25,7 +25,7 @@ impl<'py> Pickler<'py> {
             }
         }
         self.write_str(obj)?;
-        self.memoize_entry(obj, unique);
+        self.memoize(obj);
         Ok(())
     }
 
@@ -138,13 +138,9 @@ impl<'py> Pickler<'py> {
         Ok(())
     }
 
-    pub(in crate::dumps) fn save_bytes(
-        &mut self,
-        obj: &Bound<'py, PyBytes>,
-        unique: bool,
-    ) -> PyResult<()> {
+    pub(in crate::dumps) fn save_bytes(&mut self, obj: &Bound<'py, PyBytes>) -> PyResult<()> {
         self.out.bytes(obj.as_bytes());
-        self.memoize_entry(obj.as_any(), unique);
+        self.memoize(obj.as_any());
         Ok(())
     }
 }

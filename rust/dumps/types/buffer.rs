@@ -9,11 +9,7 @@ use crate::opcodes::*;
 
 /// `save_picklebuffer`: a PEP 574 buffer goes out of band when the buffer callback returns a
 /// false value, otherwise in band as bytes (read-only) or a bytearray (writable).
-pub fn save_picklebuffer<'py>(
-    p: &mut Pickler<'py>,
-    obj: &Bound<'py, PyAny>,
-    unique: bool,
-) -> PyResult<()> {
+pub fn save_picklebuffer<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
     if p.proto < 5 {
         return Err(pickling_error(
             "PickleBuffer can only pickled with protocol >= 5",
@@ -46,7 +42,7 @@ pub fn save_picklebuffer<'py>(
     if in_band {
         if view.readonly() {
             p.out.bytes(view.as_bytes());
-            p.memoize_entry(obj, unique);
+            p.memoize(obj);
             Ok(())
         } else {
             // Loads as a (mutable) bytearray: memoized whatever its reference count.

@@ -28,14 +28,13 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
-        self.save_tuple_body(t, unique, label)
+        self.save_tuple_body(t, label)
     }
 
     /// `save_tuple` once the tuple was looked up in the memo (by `save_tuple_as` or the walker).
     pub(in crate::dumps) fn save_tuple_body(
         &mut self,
         t: &Bound<'py, PyTuple>,
-        unique: bool,
         label: impl Fn(usize) -> String,
     ) -> PyResult<()> {
         let n = t.len();
@@ -65,7 +64,7 @@ impl<'py> Pickler<'py> {
             return Ok(());
         }
         self.out.tuple_close(n);
-        self.memoize_entry(t.as_any(), unique);
+        self.memoize(t.as_any());
         Ok(())
     }
 
@@ -270,7 +269,6 @@ impl<'py> Pickler<'py> {
     pub(in crate::dumps) fn save_frozenset(
         &mut self,
         set: &Bound<'py, PyFrozenSet>,
-        unique: bool,
     ) -> PyResult<()> {
         let mark = self.memo.mark();
         self.out.op(MARK);
@@ -286,7 +284,7 @@ impl<'py> Pickler<'py> {
             return Ok(());
         }
         self.out.op(FROZENSET);
-        self.memoize_entry(set.as_any(), unique);
+        self.memoize(set.as_any());
         Ok(())
     }
 }

@@ -60,7 +60,7 @@ impl<'py> Pickler<'py> {
         // A class with a metaclass: a copyreg (or cloudpickle) reducer registered for the
         // metaclass wins, as in `save()`, which consults the dispatch table first.
         if !plain && reduce::reducer_for(self, &cls.get_type())?.is_some() {
-            return reduce::reduce_and_save(self, cls.as_any(), false);
+            return reduce::reduce_and_save(self, cls.as_any());
         }
         self.save_global(cls.as_any(), None)
     }

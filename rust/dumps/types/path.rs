@@ -16,7 +16,6 @@ pub fn save_path<'py>(
     p: &mut Pickler<'py>,
     layout: &PathLayout,
     path: &Bound<'py, PyAny>,
-    unique: bool,
 ) -> PyResult<bool> {
     let Some(args) = layout.reduce_args(path)? else {
         return Ok(false);
@@ -43,7 +42,7 @@ pub fn save_path<'py>(
         })?,
     }
     p.out.op(REDUCE);
-    p.memoize_entry(path, unique);
+    p.memoize(path);
     Ok(true)
 }
 
