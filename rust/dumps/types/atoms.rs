@@ -40,6 +40,7 @@ impl<'py> Pickler<'py> {
         Ok(())
     }
 
+    #[inline(always)]
     fn write_str(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let mut size: ffi::Py_ssize_t = 0;
         // SAFETY: `obj` is an exact str; the returned buffer lives as long as the string, and we
