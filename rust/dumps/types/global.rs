@@ -40,8 +40,19 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
+        // SAFETY: reading the type of a live object and the address of a static type object.
+        let plain =
+            unsafe { ffi::Py_TYPE(cls.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyType_Type) };
+        // The table's classes are plain classes: another one is looked up there (hashed, as
+        // cloudpickle does) only once the stream is cloudpickle's, since `pickle` never hashes
+        // it (a metaclass may make it unhashable).
         let names = self.lookup.cp.builtin_type_names.bind(py);
-        if let Some(name) = names.cast::<PyDict>()?.get_item(cls)? {
+        let in_table = if plain || self.cloudpickle_stream {
+            names.cast::<PyDict>()?.get_item(cls)?
+        } else {
+            None
+        };
+        if let Some(name) = in_table {
             if self.cloudpickle_stream {
                 // `save_reduce(_builtin_type, (name,), obj=cls)`.
                 self.save(self.lookup.cp.builtin_type.bind(py), false)?;
@@ -54,9 +65,6 @@ impl<'py> Pickler<'py> {
             // Written in `pickle`'s form below: noted, in case the stream turns cloudpickle's.
             self.builtin_type_by_name = true;
         }
-        // SAFETY: reading the type of a live object and the address of a static type object.
-        let plain =
-            unsafe { ffi::Py_TYPE(cls.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyType_Type) };
         // A class with a metaclass: a copyreg (or cloudpickle) reducer registered for the
         // metaclass wins, as in `save()`, which consults the dispatch table first.
         if !plain && reduce::reducer_for(self, &cls.get_type())?.is_some() {
