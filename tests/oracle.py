@@ -94,11 +94,11 @@ def check_stream(data: bytes) -> None:
 
 
 def assert_like_pickle(obj: Any, protocol: int = 5, **kwargs: Any) -> None:
-    """`ferropickle.dumps(obj)` is the stream `pickle.dumps(obj)` writes, opcode for opcode, once
-    memo entries nobody fetches are dropped (ferropickle may skip memoizing what is referenced
-    once) and both are re-framed by `pickletools.optimize`."""
-    ours = pickletools.optimize(ferropickle.dumps(obj, protocol, **kwargs))
-    assert ours == pickletools.optimize(pickle.dumps(obj, protocol, **kwargs))
+    """`ferropickle.dumps(obj)` is the stream `pickle.dumps(obj)` writes, byte for byte: the same
+    opcodes, the same memo entries (every one `pickle` makes, whatever an object's reference
+    count) and the same frames."""
+    ours = ferropickle.dumps(obj, protocol, **kwargs)
+    assert ours == pickle.dumps(obj, protocol, **kwargs)
 
 
 def unframed_payloads(data: bytes, min_size: int = 64 * 1024) -> list[str]:

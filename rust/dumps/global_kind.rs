@@ -4,12 +4,25 @@
 //! check it (`save_global` in `_pickle.c`); cloudpickle also scans `sys.modules` for module-level
 //! objects. Here the decision is made the first time an object is seen and remembered, keyed by
 //! its address and guarded by a weak reference, so a dead object's address never matches.
+//!
+//! The rule that keeps a remembered decision exactly cloudpickle's (`_should_pickle_by_reference`)
+//! and pickle's (`save_global`): both derive it, on every call, from the object's `__module__`,
+//! its `__qualname__` (or the name its `__reduce__` returned), `sys.modules[__module__]`, the
+//! attribute walk from that module, the module's own `__name__` and the by-value registry. Only
+//! by-reference decisions are remembered, and each use re-reads all of them: `__module__` and
+//! the name are read again and compared with the remembered ones (the current objects are the
+//! ones written), the module and the walk are re-checked by [`Anchor::holds`] (which also
+//! compares the module's `__name__` when the registry is not empty), and a change of the
+//! registry empties the cache. A global without a `__module__` is found by a scan of all of
+//! `sys.modules`, which nothing cheaper can re-check: that decision is never remembered, and
+//! nor is a by-value one (it may turn by-reference when the walk starts leading to the object).
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyFrozenSet, PyString, PyWeakrefReference};
 use rustc_hash::FxHashMap;
 
@@ -64,6 +77,9 @@ struct Entry {
 struct Anchor {
     module: usize,
     path: Vec<Py<PyString>>,
+    /// The module's `__name__` when the by-value registry was not empty (whether it is
+    /// registered depends on it); the cache is emptied when the registry changes.
+    module_name: Option<Py<PyAny>>,
 }
 
 impl Anchor {
@@ -71,6 +87,7 @@ impl Anchor {
         Anchor {
             module: self.module,
             path: self.path.iter().map(|p| p.clone_ref(py)).collect(),
+            module_name: self.module_name.as_ref().map(|n| n.clone_ref(py)),
         }
     }
 
@@ -97,6 +114,12 @@ impl Anchor {
             }
             Bound::from_borrowed_ptr(py, module)
         };
+        if let Some(seen) = &self.module_name {
+            match module.getattr(pyo3::intern!(py, "__name__")) {
+                Ok(name) if name.eq(seen.bind(py)).unwrap_or(false) => {}
+                _ => return false,
+            }
+        }
         // A real module: a lookup in its dict. Anything else in `sys.modules` (some packages
         // put an object there): an attribute lookup, as `pickle` does.
         // SAFETY: type check on a live object; `PyModule_GetDict` and `PyDict_GetItemWithError`
@@ -184,10 +207,15 @@ pub fn clear() {
     drop(old);
 }
 
-/// The remembered decision for `obj`, if it is still the object that was classified and, for a
-/// by-reference one, its name still leads to it.
+/// The remembered decision for `obj`, if it is still the object that was classified, its
+/// `__module__` and name (`name`, from its `__reduce__`, or its `__qualname__`) are still the
+/// ones it was classified with, and that name still leads to it.
 #[inline]
-pub fn cached(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Kind> {
+pub fn cached<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    name: Option<&Bound<'py, PyString>>,
+) -> Option<Kind> {
     let (kind, anchor) = {
         let cache = lock();
         let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
@@ -205,12 +233,79 @@ pub fn cached(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Kind> {
         (entry.kind.clone_ref(py), anchor)
     };
     // Checked outside the lock: a dict lookup may call a key's `__eq__`.
-    if let (Kind::ByRef { module, .. }, Some(anchor)) = (&kind, &anchor) {
-        if !anchor.holds(py, module.bind(py), obj) {
-            return None;
-        }
+    let (Kind::ByRef { module, qualname }, Some(anchor)) = (&kind, &anchor) else {
+        return None;
+    };
+    // The common case, without attribute lookups: the very objects remembered.
+    // SAFETY: `obj` is live; the pointers read are only compared, never dereferenced.
+    let same = unsafe { module_and_qualname_fields(py, obj.as_ptr()) }.is_some_and(|(m, q)| {
+        let q = name.map_or(q, |n| n.as_ptr());
+        m == module.as_ptr() && q == qualname.as_ptr()
+    });
+    if same {
+        return anchor.holds(py, module.bind(py), obj).then_some(kind);
     }
-    Some(kind)
+    let module_now = obj
+        .getattr_opt(pyo3::intern!(py, "__module__"))
+        .ok()??
+        .cast_into::<PyString>()
+        .ok()?;
+    let name_now = match name {
+        Some(n) => n.clone(),
+        None => qualname_of(py, obj).ok()?,
+    };
+    if !module_now.as_any().eq(module.bind(py)).ok()?
+        || !name_now.as_any().eq(qualname.bind(py)).ok()?
+    {
+        return None;
+    }
+    if !anchor.holds(py, &module_now, obj) {
+        return None;
+    }
+    // The objects read now are the ones written, as `save_global` writes what it just read:
+    // whether two globals share a memo entry for a name depends on which str object it is.
+    Some(Kind::ByRef {
+        module: module_now.unbind(),
+        qualname: name_now.unbind(),
+    })
+}
+
+/// A function's `__module__` and `__qualname__` fields, or a class's (of metaclass `type`, with
+/// `__module__` in its own dict) as `type.__module__`/`type.__qualname__` read them; `None` for
+/// anything else. Borrowed pointers, to compare only.
+///
+/// # Safety
+/// `obj` must be a live object; the GIL must be held.
+unsafe fn module_and_qualname_fields(
+    py: Python<'_>,
+    obj: *mut ffi::PyObject,
+) -> Option<(*mut ffi::PyObject, *mut ffi::PyObject)> {
+    if ffi::PyFunction_Check(obj) != 0 {
+        let f = obj as *mut ffi::PyFunctionObject;
+        return Some(((*f).func_module, (*f).func_qualname));
+    }
+    if ffi::Py_TYPE(obj) != std::ptr::addr_of_mut!(ffi::PyType_Type) {
+        return None;
+    }
+    let t = obj as *mut ffi::PyTypeObject;
+    if (*t).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 || (*t).tp_dict.is_null() {
+        return None;
+    }
+    let module =
+        ffi::PyDict_GetItemWithError((*t).tp_dict, pyo3::intern!(py, "__module__").as_ptr());
+    if module.is_null() {
+        let _ = PyErr::take(py);
+        return None;
+    }
+    Some((module, (*(obj as *mut ffi::PyHeapTypeObject)).ht_qualname))
+}
+
+/// `obj.__qualname__`, or `obj.__name__` for an object without one.
+fn qualname_of<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    match obj.getattr(pyo3::intern!(py, "__qualname__")) {
+        Ok(q) => Ok(q.cast_into()?),
+        Err(_) => Ok(obj.getattr(pyo3::intern!(py, "__name__"))?.cast_into()?),
+    }
 }
 
 /// Whether `obj` is a function whose `__module__` is `"__main__"`: pickled by value whatever
@@ -239,6 +334,10 @@ pub fn classify(
     name: Option<&Bound<'_, PyString>>,
 ) -> PyResult<Kind> {
     let (kind, anchor) = compute(py, lookup, obj, name)?;
+    if anchor.is_none() {
+        // Not a decision that can be re-checked on use (see the module docs).
+        return Ok(kind);
+    }
     let target = match PyWeakrefReference::new(obj) {
         Ok(w) => Target::Weak(w.unbind()),
         Err(e) if e.is_instance_of::<PyTypeError>(py) => Target::Strong {
@@ -282,23 +381,33 @@ fn compute(
         || obj.is_instance_of::<pyo3::types::PyType>();
     let qualname: Bound<'_, PyString> = match name {
         Some(n) => n.clone(),
-        None => match obj.getattr(pyo3::intern!(py, "__qualname__")) {
-            Ok(q) => q.cast_into()?,
-            Err(_) => obj.getattr(pyo3::intern!(py, "__name__"))?.cast_into()?,
-        },
+        None => qualname_of(py, obj)?,
     };
     let module_attr = obj.getattr_opt(pyo3::intern!(py, "__module__"))?;
-    let module_name: Bound<'_, PyString> = match module_attr {
-        Some(m) if !m.is_none() => m.cast_into()?,
-        _ if dynamic_ok => return Ok((Kind::ByValue, None)),
-        _ => lookup
-            .whichmodule
-            .bind(py)
-            .call1((obj, &qualname))?
-            .cast_into()?,
+    // `__module__` unset or `None`: found by a scan of `sys.modules` (`_whichmodule` for
+    // cloudpickle, which gives up with `None`; `pickle.whichmodule` for the rest).
+    let (module_name, scanned): (Bound<'_, PyString>, bool) = match module_attr {
+        Some(m) if !m.is_none() => (m.cast_into()?, false),
+        _ if dynamic_ok => {
+            static WHICHMODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            let whichmodule = WHICHMODULE.import(py, "cloudpickle.cloudpickle", "_whichmodule")?;
+            let found = whichmodule.call1((obj, &qualname))?;
+            if found.is_none() {
+                return Ok((Kind::ByValue, None));
+            }
+            (found.cast_into()?, true)
+        }
+        _ => (
+            lookup
+                .whichmodule
+                .bind(py)
+                .call1((obj, &qualname))?
+                .cast_into()?,
+            true,
+        ),
     };
     let modname = module_name.to_str()?;
-    if dynamic_ok && (modname == "__main__" || registered_by_value(py, lookup, modname)?) {
+    if dynamic_ok && modname == "__main__" {
         return Ok((Kind::ByValue, None));
     }
     let sys_modules = py.import("sys")?.getattr("modules")?;
@@ -321,7 +430,7 @@ fn compute(
         },
     };
     let module_addr = module.as_ptr() as usize;
-    let mut found = module;
+    let mut found = module.clone();
     let mut path = Vec::new();
     for part in qualname.to_str()?.split('.') {
         if part == "<locals>" {
@@ -366,9 +475,20 @@ fn compute(
             qualname
         )));
     }
-    let anchor = Some(Anchor {
+    // cloudpickle's `_is_registered_pickle_by_value(module)`: by the found module's own
+    // `__name__`, which may no longer be its key in `sys.modules`.
+    let mut module_name_seen = None;
+    if dynamic_ok && lookup.by_value_registry(py)?.len()? > 0 {
+        let own_name = module.getattr(pyo3::intern!(py, "__name__"))?;
+        if registered_by_value(py, lookup, own_name.cast::<PyString>()?.to_str()?)? {
+            return Ok((Kind::ByValue, None));
+        }
+        module_name_seen = Some(own_name.unbind());
+    }
+    let anchor = (!scanned).then(|| Anchor {
         module: module_addr,
         path,
+        module_name: module_name_seen,
     });
     Ok((
         Kind::ByRef {

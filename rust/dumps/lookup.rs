@@ -43,6 +43,9 @@ pub struct CloudpickleFns {
     pub make_cell: Py<PyAny>,
     pub subimport: Py<PyAny>,
     pub builtin_type: Py<PyAny>,
+    /// `_BUILTIN_TYPE_NAMES`: every class of `types`, by its name there, which
+    /// `Pickler.save_global` writes as `_builtin_type(name)`.
+    pub builtin_type_names: Py<PyAny>,
     /// `_extract_code_globals(code)`: the global names a code object (and the code nested in
     /// it) reads or writes, in a deterministic order. Called once per distinct code object.
     pub extract_code_globals: Py<PyAny>,
@@ -88,6 +91,7 @@ impl CloudpickleFns {
             make_cell: get("_make_cell")?,
             subimport: get("subimport")?,
             builtin_type: get("_builtin_type")?,
+            builtin_type_names: get("_BUILTIN_TYPE_NAMES")?,
             extract_code_globals: get("_extract_code_globals")?,
             find_imported_submodules: get("_find_imported_submodules")?,
             class_reduce: get("_class_reduce")?,

@@ -19,14 +19,21 @@
 //! memo table, `cloudpickle_check.rs` whether our by-value writer matches the installed
 //! cloudpickle.
 //!
-//! Memo policy: `pickle` memoizes every str, bytes, tuple and container it writes. An object whose
-//! reference count is 1 when we reach it is held only by the edge we came through. For immutable
-//! atoms (str, bytes) and immutable containers (tuple, frozenset) that means the memo entry could
-//! never be used: such "unique" objects skip the memo, which is most of the atoms and small
-//! tuples in real data. Mutable objects (bytearray, containers) and reduced objects are always
-//! memoized, containers before their contents, exactly as `pickle` does: every reference cycle
-//! passes through one of them, so that is what stops a walk around a cycle (a tuple in a cycle is
-//! reached twice, as in `pickle`, and its second copy is thrown away with `POP`).
+//! Memo policy: exactly `pickle`'s. Every str, bytes, tuple, frozenset and container that
+//! `pickle` memoizes gets a memo entry, whatever its reference count: an object held by one
+//! reference when we reach it can still be reached again later in the same `dumps`, by Python
+//! code that looks it up through its holder (a `__reduce__` returning `(tuple, (table[key],))`,
+//! a by-value function's globals read by name), and `pickle` then fetches it from the memo. So
+//! the memo entries, and with them the bytes and the identities after loading, can't depend on
+//! how many references happen to exist. The reference count is used for speed only: an
+//! object held by one reference (the edge we came through, "unique" below) can't be in the
+//! memo yet, since the memo holds a reference to each of its entries, so its lookup on the way
+//! in is skipped (and entries are hashed only when a lookup comes: see `memo.rs`). A tuple
+//! or frozenset is looked up again after its items, as `save_tuple` does: writing them may
+//! have reached it (a cycle, or Python code), and then its copy is thrown away with `POP` and
+//! the memoized one fetched. Mutable objects and reduced objects are memoized before their
+//! contents, exactly as `pickle` does: every reference cycle passes through one of them, so
+//! that is what stops a walk around a cycle.
 
 mod batch;
 mod cloudpickle_check;
@@ -36,7 +43,7 @@ mod memo;
 mod obtype;
 mod types;
 
-use pyo3::exceptions::{PyException, PyRecursionError, PyValueError};
+use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -109,7 +116,15 @@ pub fn dumps<'py>(
     // `try_with`: a thread being torn down has no scratch left, and just allocates.
     let (buf, memo) = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
     let mut p = Pickler::new(py, lookup, layouts, proto, buffer_callback, buf, memo);
-    let result = p.save(obj, false).map_err(|e| p.explain(obj, e));
+    let mut result = p.save(obj, false);
+    if p.restart {
+        // The stream turned out to be cloudpickle's after something was written in `pickle`'s
+        // form (see `Pickler::enter_cloudpickle_stream`): written again, cloudpickle's from the
+        // start. At most once: the second walk starts as cloudpickle's.
+        p.start_over();
+        result = p.save(obj, false);
+    }
+    let result = result.map_err(|e| p.explain(obj, e));
     let Pickler {
         out,
         mut memo,
@@ -175,6 +190,23 @@ pub struct Pickler<'py> {
     /// Per-call state of the by-value writer (cloudpickle's `globals_ref`).
     pub by_value: by_value::State,
     registry_checked: bool,
+    /// Whether the stream is cloudpickle's: something only cloudpickle writes was met (see
+    /// [`Pickler::enter_cloudpickle_stream`]), or the walk started over as cloudpickle's.
+    pub cloudpickle_stream: bool,
+    /// Whether a class of cloudpickle's builtin-type table was written in `pickle`'s form,
+    /// which a cloudpickle stream can't hold (see [`Pickler::save_type`]).
+    pub builtin_type_by_name: bool,
+    /// Set when the stream became cloudpickle's after `builtin_type_by_name`: `dumps` writes it
+    /// again from the start.
+    restart: bool,
+    /// The buffer callback's answers (in band or not), one per PEP 574 buffer in the order
+    /// met, and how many buffers this walk met: a walk that starts over reuses the answers
+    /// instead of handing the callback the same buffers again (see `buffer::save_picklebuffer`).
+    pub buffer_answers: Vec<bool>,
+    pub buffers_met: usize,
+    /// How many `nested` levels are open (see there), from 3.12 on.
+    #[cfg(Py_3_12)]
+    depth: i32,
     /// Where the failing object sits, innermost first; filled only while an error unwinds.
     err_path: Vec<String>,
     err_leaf: Option<String>,
@@ -201,16 +233,30 @@ impl<'py> Pickler<'py> {
             counts: stats::CallCounts::default(),
             by_value: by_value::State::default(),
             registry_checked: false,
+            cloudpickle_stream: false,
+            builtin_type_by_name: false,
+            restart: false,
+            buffer_answers: Vec::new(),
+            buffers_met: 0,
+            #[cfg(Py_3_12)]
+            depth: 0,
             err_path: Vec::new(),
             err_leaf: None,
         }
     }
 
     /// Writes `obj`. `unique` says the caller saw it with a reference count of one (see the
-    /// module docs): it is then neither looked up in nor added to the memo.
+    /// module docs): it can't be in the memo yet, so it is not looked up there.
+    ///
+    /// None, bools, floats and 64-bit ints are written here, inline in every caller (as a
+    /// container's items are: see [`Self::save_scalar`]); everything else in [`Self::save_as`].
     #[inline]
     pub fn save(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        let ty = self.classify(obj.as_ptr());
+        let ptr = obj.as_ptr();
+        let ty = self.classify(ptr);
+        if self.save_scalar(ptr, ty) {
+            return Ok(());
+        }
         self.save_as(obj, ty, unique)
     }
 
@@ -243,55 +289,95 @@ impl<'py> Pickler<'py> {
                 ObType::Str => self.save_str(obj, unique),
                 ObType::Tuple => self.nested(obj, unique, |p| {
                     let t = obj.cast_unchecked();
-                    p.save_tuple_body(t, unique, |i| format!("tuple[{i}]"))
+                    p.save_tuple_body(t, |i| format!("tuple[{i}]"))
                 }),
                 ObType::List => self.nested(obj, unique, |p| p.save_list(obj.cast_unchecked())),
                 ObType::Dict => self.nested(obj, unique, |p| p.save_dict(obj.cast_unchecked())),
-                ObType::Bytes => {
-                    self.nested(obj, unique, |p| p.save_bytes(obj.cast_unchecked(), unique))
-                }
+                ObType::Bytes => self.nested(obj, unique, |p| p.save_bytes(obj.cast_unchecked())),
                 ObType::Set => self.nested(obj, unique, |p| p.save_set(obj.cast_unchecked())),
-                ObType::FrozenSet => self.nested(obj, unique, |p| {
-                    p.save_frozenset(obj.cast_unchecked(), unique)
-                }),
+                ObType::FrozenSet => {
+                    self.nested(obj, unique, |p| p.save_frozenset(obj.cast_unchecked()))
+                }
                 ObType::ByteArray => self.nested(obj, unique, |p| p.save_bytearray(obj)),
                 ObType::Type => self.nested(obj, unique, |p| p.save_type(obj.cast_unchecked())),
                 ObType::Function => self.nested(obj, unique, |p| p.save_global(obj, None)),
                 ObType::Partial(layout) => self.nested(obj, unique, |p| {
                     let written = partial::save_partial(p, layout, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
                 ObType::Path(layout) => self.nested(obj, unique, |p| {
-                    let written = path::save_path(p, layout, obj, unique)?;
-                    p.or_reduce(written, obj, unique)
+                    let written = path::save_path(p, layout, obj)?;
+                    p.or_reduce(written, obj)
                 }),
                 ObType::TaskNode(node) => self.nested(obj, unique, |p| {
                     let written = task_node::save_task_node(p, node, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
-                ObType::Code => self.nested(obj, unique, |p| code::save_code(p, obj)),
-                ObType::Cell => self.nested(obj, unique, |p| code::save_cell(p, obj)),
+                ObType::Code => self.nested(obj, unique, |p| {
+                    p.enter_cloudpickle_stream()?;
+                    code::save_code(p, obj)
+                }),
+                ObType::Cell => self.nested(obj, unique, |p| {
+                    p.enter_cloudpickle_stream()?;
+                    code::save_cell(p, obj)
+                }),
                 ObType::Module => self.nested(obj, unique, |p| {
+                    p.enter_cloudpickle_stream()?;
                     let written = code::save_module(p, obj)?;
-                    p.or_reduce(written, obj, unique)
+                    p.or_reduce(written, obj)
                 }),
                 ObType::PickleBuffer => {
-                    self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj, unique))
+                    self.nested(obj, unique, |p| buffer::save_picklebuffer(p, obj))
                 }
-                ObType::Other => {
-                    self.nested(obj, unique, |p| reduce::reduce_and_save(p, obj, unique))
-                }
+                ObType::Other => self.nested(obj, unique, |p| reduce::reduce_and_save(p, obj)),
             }
         }
     }
 
+    /// Called where the first object only cloudpickle writes is written (a function or class by
+    /// value, a code object, cell or module): from here on the stream is cloudpickle's. When a
+    /// class of the builtin-type table was already written in `pickle`'s form, the walk stops
+    /// (an error that `dumps` does not report: it sees `restart` and starts over).
+    #[inline]
+    pub fn enter_cloudpickle_stream(&mut self) -> PyResult<()> {
+        if self.cloudpickle_stream {
+            return Ok(());
+        }
+        self.cloudpickle_stream = true;
+        if self.builtin_type_by_name {
+            self.restart = true;
+            return Err(PyRuntimeError::new_err(
+                "the stream became cloudpickle's: written again from the start",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets everything the stopped walk wrote or remembered for the stream (the output, the
+    /// memo, the by-value writer's per-call state, the error path) and starts the next walk as
+    /// cloudpickle's. What it learned about the buffer callback stays: the next walk meets the
+    /// same buffers first, in the same order, and reuses the answers.
+    #[cold]
+    fn start_over(&mut self) {
+        let old = std::mem::replace(&mut self.out, Writer::with_buffer(self.proto, Vec::new()));
+        self.out = Writer::with_buffer(self.proto, old.finish());
+        self.memo.clear();
+        self.by_value = by_value::State::default();
+        self.counts = stats::CallCounts::default();
+        self.err_path.clear();
+        self.err_leaf = None;
+        self.restart = false;
+        self.cloudpickle_stream = true;
+        self.buffers_met = 0;
+    }
+
     /// After a writer from fields: an object whose fields it could not read (`written` is
     /// `false`, nothing was written) is reduced like any other.
-    fn or_reduce(&mut self, written: bool, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
+    fn or_reduce(&mut self, written: bool, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         if written {
             return Ok(());
         }
-        reduce::reduce_and_save(self, obj, unique)
+        reduce::reduce_and_save(self, obj)
     }
 
     /// A container's item straight from a borrowed pointer when it is None, a bool, a float or
@@ -328,9 +414,26 @@ impl<'py> Pickler<'py> {
         if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
             return Err(errors::recursion_error(self.py, None));
         }
+        // Up to 3.11 `Py_EnterRecursiveCall` counts in the counter `sys.getrecursionlimit()`
+        // bounds (Python frames and these levels together); from 3.12 it counts against the
+        // interpreter's fixed C-recursion limit instead, so the levels are also counted here and
+        // bounded by `sys.getrecursionlimit()`: nesting past it raises on every version.
+        #[cfg(Py_3_12)]
+        {
+            // SAFETY: reads the interpreter's limit; we hold the GIL.
+            if self.depth >= unsafe { ffi::Py_GetRecursionLimit() } {
+                return Err(PyRecursionError::new_err(
+                    "maximum recursion depth exceeded while pickling an object",
+                ));
+            }
+        }
         // SAFETY: we hold the GIL; every successful enter is matched by the leave below.
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(self.py));
+        }
+        #[cfg(Py_3_12)]
+        {
+            self.depth += 1;
         }
         let memo_or_write = |p: &mut Self| {
             if !unique {
@@ -347,22 +450,14 @@ impl<'py> Pickler<'py> {
         let result = memo_or_write(self);
         // SAFETY: matches the enter above.
         unsafe { ffi::Py_LeaveRecursiveCall() };
+        #[cfg(Py_3_12)]
+        {
+            self.depth -= 1;
+        }
         if result.is_err() && self.err_leaf.is_none() {
             self.err_leaf = Some(describe(obj));
         }
         result
-    }
-
-    /// `MEMOIZE`, as `pickle` writes after every object it memoizes; a `unique` object (see
-    /// the module docs) takes its index without a table entry, since it can't be met again.
-    #[inline]
-    pub fn memoize_unless(&mut self, obj: &Bound<'py, PyAny>, unique: bool) -> PyResult<()> {
-        if unique {
-            self.memoize_fresh();
-        } else {
-            self.memoize(obj);
-        }
-        Ok(())
     }
 
     /// `MEMOIZE` for an object built for the stream alone (a tuple `pickle` makes, a dict or

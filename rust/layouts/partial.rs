@@ -1,7 +1,8 @@
 //! How this Python lays out a `functools.partial`, probed once per interpreter.
 //!
 //! `partial.__reduce__` (`partial_reduce` in `Modules/_functoolsmodule.c`) returns
-//! `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__ or None))`, restored by
+//! `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__))`, the dict `None` when the
+//! instance never made one (an empty one that was made is written as `{}`), restored by
 //! `partial.__setstate__`. The fields are read through their descriptors and the instance dict
 //! pointer directly (the `__dict__` getter would create an empty dict on every partial it
 //! touches), after checking on a sample that they give what this Python's own `__reduce__`
@@ -95,7 +96,9 @@ impl PartialLayout {
         let dict = unsafe {
             let slot = (p.as_ptr() as *mut u8).offset(self.dictoffset) as *mut *mut ffi::PyObject;
             let d = *slot;
-            if d.is_null() || ffi::PyDict_Size(d) == 0 {
+            // `partial_reduce` writes `None` only for a dict never made: one made and left
+            // empty (by `vars(p)`, or an attribute set and deleted) is written as `{}`.
+            if d.is_null() {
                 None
             } else {
                 Some(Bound::from_borrowed_ptr(py, d))
@@ -110,7 +113,7 @@ impl PartialLayout {
     }
 }
 
-/// A partial's fields; `dict` is `None` when the instance dict is unset or empty.
+/// A partial's fields; `dict` is `None` when the instance dict was never made.
 pub struct Fields<'py> {
     pub func: Bound<'py, PyAny>,
     pub args: Bound<'py, PyTuple>,

@@ -363,6 +363,145 @@ def test_a_stateless_function_is_rebuilt_for_every_load(protocol):
     assert first(3, 4) == second(3, 4) == 5.0
 
 
+def test_global_held_once_and_read_by_name_again_is_shared(protocol):
+    """A by-value function's globals are read by name from its module dict: a global held only
+    by that dict (a tuple of a frozenset) and written once already as a dict value was written
+    again, where cloudpickle fetches it from the memo."""
+    ns = {"__name__": "__main__"}
+    exec("G = (frozenset({3, 5}), None)\ndef f():\n    return G\n", ns)
+    del ns["__builtins__"]
+    obj = [ns, ns["f"]]
+    assert ferropickle.dumps(obj, protocol) == cloudpickle.dumps(obj, protocol)
+
+    def check(_, loaded):
+        assert loaded[0]["G"] == (frozenset({3, 5}), None)
+        assert loaded[1].__globals__["G"] is loaded[0]["G"]
+        assert loaded[1]() is loaded[0]["G"]
+
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
+
+
+def test_classes_of_types_after_a_by_value_part_are_written_as_cloudpickle_writes_them(
+    protocol,
+):
+    """cloudpickle writes every class of `types` (its `_BUILTIN_TYPE_NAMES`) as
+    `_builtin_type(name)`, `pickle` writes the ones it finds by name by name: in a stream with a
+    by-value function they were written by name, so `def f(x) -> list[int]` from a script (a
+    `types.GenericAlias` in its annotations) differed from cloudpickle's bytes. Without a
+    by-value part the stream is still `pickle`'s."""
+    ns = {"__name__": "__main__"}
+    source = "def f(x: int | None) -> list[int]:\n    return [x]\n"
+    exec(compile(source, "<script>", "exec", dont_inherit=True), ns)  # real annotations
+    f = ns["f"]
+    by_name = [types.SimpleNamespace(a=1), types.DynamicClassAttribute, types._GeneratorWrapper]
+    assert ferropickle.dumps(by_name, protocol) == pickle.dumps(by_name, protocol)
+    obj = [f, *by_name, list[int], int | None]
+    data = ferropickle.dumps(obj, protocol)
+    assert data == cloudpickle.dumps(obj, protocol)
+    assert b"_builtin_type" in data
+
+    def check(_, loaded):
+        assert loaded[0](3) == [3]
+        assert loaded[0].__annotations__ == {"x": int | None, "return": list[int]}
+        assert loaded[1:] == [*by_name, list[int], int | None]
+
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=check)
+
+
+def script_function():
+    """A function defined in a script (`__main__`): pickled by value, as cloudpickle does."""
+    ns = {"__name__": "__main__"}
+    exec(compile("def f(x):\n    return [x]\n", "<script>", "exec", dont_inherit=True), ns)
+    return ns["f"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda f: [types.SimpleNamespace, f], id="class-then-function"),
+        pytest.param(
+            lambda f: {"ns": types.SimpleNamespace(a=1), "alias": list[int], "f": f},
+            id="instance-and-alias-then-function",
+        ),
+        pytest.param(lambda f: ((types.SimpleNamespace,), [f, types.GenericAlias]), id="nested"),
+        pytest.param(
+            lambda f: [types.SimpleNamespace, types.SimpleNamespace, f.__code__], id="code-object"
+        ),
+    ],
+)
+def test_classes_of_types_before_a_by_value_part_are_written_as_cloudpickle_writes_them(
+    protocol, make
+):
+    """A class of `types` met before the first object only cloudpickle writes was written by
+    name (`pickle`'s form) where cloudpickle writes `_builtin_type(name)` from the stream's first
+    byte: the walk starts over as cloudpickle's once that object comes."""
+    f = script_function()
+    obj = make(f)
+    data = ferropickle.dumps(obj, protocol)
+    assert data == cloudpickle.dumps(obj, protocol)
+    assert b"_builtin_type" in data
+    assert b"SimpleNamespace" in data
+    roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=same_but_rebuilt_code)
+
+
+def same_but_rebuilt_code(expected, actual):
+    """`actual == expected`, a by-value function or code object compared by what it does."""
+    if isinstance(expected, types.FunctionType):
+        assert actual(3) == expected(3)
+    elif isinstance(expected, types.CodeType):
+        assert isinstance(actual, types.CodeType) and actual.co_code == expected.co_code
+    elif isinstance(expected, (list, tuple)):
+        assert type(actual) is type(expected) and len(actual) == len(expected)
+        for e, a in zip(expected, actual, strict=True):
+            same_but_rebuilt_code(e, a)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            same_but_rebuilt_code(expected[key], actual[key])
+    else:
+        assert actual == expected
+
+
+def test_a_walk_that_starts_over_hands_each_buffer_to_the_callback_once():
+    """Buffers that went to the buffer callback before the walk started over as cloudpickle's
+    are not handed to it again: the callback sees each buffer once, and its answers (out of
+    band or in band) are the ones the stream follows, as with cloudpickle."""
+    f = script_function()
+
+    def make():
+        return [
+            pickle.PickleBuffer(b"out of band"),
+            pickle.PickleBuffer(bytearray(b"in band")),
+            types.SimpleNamespace,
+            f,
+            pickle.PickleBuffer(b"after"),
+        ]
+
+    def collecting(into):
+        def callback(buf):
+            into.append(bytes(buf))
+            return bytes(buf) == b"in band"
+
+        return callback
+
+    ours, theirs = [], []
+    obj = make()
+    data = ferropickle.dumps(obj, 5, buffer_callback=collecting(ours))
+    expected = cloudpickle.dumps(obj, 5, buffer_callback=collecting(theirs))
+    assert data == expected
+    assert ours == theirs == [b"out of band", b"in band", b"after"]
+    out_of_band = [b"out of band", b"after"]
+    for loads in (pickle.loads, ferropickle.loads):
+        loaded = loads(data, buffers=out_of_band)
+        assert [bytes(loaded[0]), bytes(loaded[1]), bytes(loaded[4])] == [
+            b"out of band",
+            b"in band",
+            b"after",
+        ]
+        assert loaded[2] is types.SimpleNamespace
+        assert loaded[3](1) == [1]
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +600,86 @@ def test_rebinding_before_first_pickle_goes_by_value(protocol, temp_module):
     data = ferropickle.dumps(old, protocol)
     assert is_by_value(data)
     assert pickle.loads(data)(2) == 6
+
+
+@pytest.mark.parametrize(
+    ("name", "attr", "value"),
+    [("scaled", "__qualname__", "a.f"), ("Thing", "__module__", "__main__")],
+)
+def test_name_changed_after_a_dumps_goes_by_value(protocol, temp_module, name, attr, value):
+    """A remembered by-reference decision re-checked only the module and name it remembered,
+    not the object's current `__qualname__`/`__module__`: after one `dumps`,
+    `f.__qualname__ = "a.f"` or `K.__module__ = "__main__"` still wrote them by reference where
+    cloudpickle writes them by value."""
+    obj = getattr(temp_module, name)
+    assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol)
+    setattr(obj, attr, value)
+    data = ferropickle.dumps(obj, protocol)
+    assert data == cloudpickle.dumps(obj, protocol)
+    assert is_by_value(data)
+    for r in roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+        assert (r(2) if name == "scaled" else r(2).get()) == 6
+        # A function comes back as a new one; a class, in the process that wrote it, as
+        # itself (cloudpickle's class tracker).
+        assert (r is obj) == (name == "Thing")
+
+
+class NamedByReduce:
+    """Pickled as the module attribute its `__reduce__` names."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return self.name
+
+
+def test_reduce_returning_a_name_that_changes_writes_the_new_name(protocol, temp_module):
+    """An object whose `__reduce__` returns a global name kept being written under the first
+    name it returned, as the remembered decision ignored the name."""
+    obj = NamedByReduce("FIRST")
+    obj.__module__ = temp_module.__name__
+    temp_module.FIRST = temp_module.SECOND = obj
+    assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol)
+    obj.name = "SECOND"
+    data = ferropickle.dumps(obj, protocol)
+    assert data == pickle.dumps(obj, protocol)
+    assert b"SECOND" in data
+    for r in roundtrip(obj, protocol=protocol, check=lambda a, b: None):
+        assert r is obj
+
+
+def test_function_without_module_is_found_by_a_scan_of_sys_modules(protocol, temp_module):
+    """`__module__ = None`: cloudpickle asks `_whichmodule`, which finds the function in its
+    module and writes it by reference; it was written by value."""
+    f = temp_module.scaled
+    f.__module__ = None
+    data = ferropickle.dumps(f, protocol)
+    assert data == cloudpickle.dumps(f, protocol)
+    assert not is_by_value(data)
+    for r in roundtrip(f, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+        assert r is f
+
+
+def test_registered_module_whose_name_changed_goes_by_reference(protocol, temp_module):
+    """cloudpickle checks the registry by the module's own `__name__`: a module registered by
+    value and then renamed is no longer registered, and its function and class go by
+    reference (under the `__module__` they still have). Ours checked their `__module__`,
+    wrote the function by value and refused the class."""
+    name = temp_module.__name__
+    cloudpickle.register_pickle_by_value(temp_module)
+    try:
+        temp_module.__name__ = "renamed"
+        obj = [temp_module.scaled, temp_module.Thing]
+        data = ferropickle.dumps(obj, protocol)
+        assert data == cloudpickle.dumps(obj, protocol)
+        assert not is_by_value(data)
+        for r in roundtrip(obj, protocol=protocol, dumper="cloudpickle", check=lambda a, b: None):
+            assert r[0] is temp_module.scaled
+            assert r[1] is temp_module.Thing
+    finally:
+        temp_module.__name__ = name
+        cloudpickle.unregister_pickle_by_value(temp_module)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -124,6 +124,57 @@ def test_same_tuple_and_frozenset_twice_are_shared(protocol):
         assert r["f1"] is r["f2"] is r["l"][1]
 
 
+class LookedUpLater:
+    """Reduces to a tuple it looks up through `table` only when pickled."""
+
+    def __init__(self, table, key):
+        self.table, self.key = table, key
+
+    def __reduce__(self):
+        return (tuple, (self.table[self.key],))
+
+
+def test_object_held_once_but_reached_again_by_python_code_is_shared(protocol):
+    """A tuple held by one reference (its dict) was written without a memo entry, as if nothing
+    could reach it again; a `__reduce__` looked it up through the dict and it was written a
+    second time: more bytes than `pickle`, two tuples after loading where `pickle` gives one,
+    and bytes that changed when something unrelated held one more reference to it."""
+    table = {"t": tuple(["a", "b"])}
+    table["l"] = LookedUpLater(table, "t")
+    expected = pickle.dumps(table, protocol)
+    assert ferropickle.dumps(table, protocol) == expected
+    extra_reference = table["t"]
+    assert ferropickle.dumps(table, protocol) == expected
+    del extra_reference
+
+    def check(_, loaded):
+        assert loaded["t"] == ("a", "b")
+        assert loaded["l"] is loaded["t"]
+
+    roundtrip(table, protocol=protocol, check=check)
+
+
+class ListOfLookedUpLater(LookedUpLater):
+    """Reduces to `list([table[key]])`, which keeps the looked-up object's identity."""
+
+    def __reduce__(self):
+        return (list, ([self.table[self.key]],))
+
+
+def test_str_bytes_and_frozenset_held_once_but_reached_again_are_shared(protocol):
+    """The same for a str, a bytes and a frozenset, each held by one list."""
+    items = ["".join(["s", "tr"]), b"".join([b"by", b"tes"]), frozenset({3, 5})]
+    items += [ListOfLookedUpLater(items, i) for i in range(3)]
+    assert ferropickle.dumps(items, protocol) == pickle.dumps(items, protocol)
+
+    def check(_, loaded):
+        assert loaded[:3] == ["str", b"bytes", frozenset({3, 5})]
+        for i in range(3):
+            assert loaded[3 + i][0] is loaded[i]
+
+    roundtrip(items, protocol=protocol, check=check)
+
+
 def test_shared_dict_and_set(protocol):
     d = {"k": 1}
     s = {1, 2}

@@ -356,6 +356,38 @@ def test_deep_nesting_raises_recursion_error(protocol):
         ferropickle.dumps(nested_lists(100_000), protocol)
 
 
+class ReducesToChild:
+    """One link of a chain pickled through `__reduce__`, one level per link."""
+
+    def __init__(self, child):
+        self.child = child
+
+    def __reduce__(self):
+        return (ReducesToChild, (self.child,))
+
+
+@pytest.mark.parametrize("kind", ["reduce", "list", "tuple"])
+def test_nesting_past_the_recursion_limit_raises_on_every_version(protocol, kind):
+    """From 3.12 the interpreter's recursion counter for C code has its own fixed limit, not
+    `sys.getrecursionlimit()`: a 5,000-deep `__reduce__` chain pickled under a limit of 1,000
+    on 3.13. The walk's depth is bounded by `sys.getrecursionlimit()` on every version."""
+    obj = None if kind == "reduce" else [] if kind == "list" else ()
+    for _ in range(5_000):
+        obj = ReducesToChild(obj) if kind == "reduce" else [obj] if kind == "list" else (obj,)
+    shallow = obj
+    for _ in range(4_800):
+        shallow = shallow.child if kind == "reduce" else shallow[0]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000)
+    try:
+        with pytest.raises(RecursionError):
+            ferropickle.dumps(obj, protocol)
+        data = ferropickle.dumps(shallow, protocol)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert data == pickle.dumps(shallow, protocol)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -402,12 +402,29 @@ def test_partial_instance_attributes(protocol):
         assert r(1) == 7
 
 
-def test_partial_whose_dict_was_emptied(protocol):
-    p = functools.partial(add3, 1)
+def make_then_empty_by_deleting(p):
     p.tmp = 1
     del p.tmp
+
+
+@pytest.mark.parametrize(
+    "make_dict",
+    [vars, lambda p: hasattr(p, "__dict__"), make_then_empty_by_deleting],
+    ids=["vars", "hasattr", "set-then-delete"],
+)
+def test_partial_whose_dict_exists_but_is_empty(protocol, make_dict):
+    """`partial.__reduce__` gives the instance dict once one was made, `None` only before: an
+    empty one (made by `vars(p)`, by `hasattr(p, "__dict__")`, or left by deleting the last
+    attribute) was written as `None`, as if never made, and the bytes differed from pickle's."""
+    p = functools.partial(add3, 1)
+    make_dict(p)
+    expected = pickle.dumps(p, protocol)
+    assert ferropickle.dumps(p, protocol) == expected
     for r in roundtrip(p, protocol=protocol):
         assert r.__dict__ == {}
+        assert r(2) == 3
+        # The loaded partial has its dict made too: it pickles to the same bytes again.
+        assert pickle.dumps(r, protocol) == expected
 
 
 def test_partial_of_partial_is_flattened_by_partial_itself(protocol):

@@ -21,27 +21,7 @@ FOUND_DUMPS = sorted((FUZZ / "found" / "dumps").iterdir())
 
 #: Programs that still show a known defect of dumps, by file name: each fails until its defect
 #: is fixed, then its entry goes (strict: an unexpected pass fails the run).
-KNOWN_DUMPS_DEFECTS = {
-    "memo-refcount-tuple-reached-again-by-reduce": (
-        "the memo skips a tuple held once, which a __reduce__ reaches again"
-    ),
-    "stale-by-reference-class-module-rebound": (
-        "the by-reference cache does not re-check a class's current __module__"
-    ),
-    "partial-empty-dict-after-vars": "a partial's empty __dict__ is written as None",
-    "module-none-function": (
-        "a function whose __module__ is None is by value (cloudpickle asks whichmodule)"
-    ),
-    "renamed-by-value-module-class": (
-        "a class of a by-value module renamed since raises where cloudpickle writes it by name"
-    ),
-    "stale-by-reference-function-qualname-changed": (
-        "the by-reference cache does not re-check a function's current __qualname__"
-    ),
-    "builtin-type-by-name-generic-alias-default": (
-        "types cloudpickle writes as _builtin_type(name) are written by name"
-    ),
-}
+KNOWN_DUMPS_DEFECTS: dict[str, str] = {}
 
 
 def load_harness(name):

@@ -24,6 +24,24 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
+        self.write_str(obj)?;
+        self.memoize(obj);
+        Ok(())
+    }
+
+    /// A copy of the str `obj` built for the stream alone (cloudpickle's `"".join(name)`),
+    /// written without making the copy: no other reference to the copy exists, so it is
+    /// memoized with no entry, and the original keeps its own.
+    pub(in crate::dumps) fn save_str_copy(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.counts.objects += 1;
+        self.out.boundary();
+        self.write_str(obj)?;
+        self.memoize_fresh();
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn write_str(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let mut size: ffi::Py_ssize_t = 0;
         // SAFETY: `obj` is an exact str; the returned buffer lives as long as the string, and we
         // copy it into the output before anything else runs.
@@ -40,7 +58,7 @@ impl<'py> Pickler<'py> {
             let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
             self.out.str_utf8(bytes);
         }
-        self.memoize_unless(obj, unique)
+        Ok(())
     }
 
     /// `save_bytearray`: `BYTEARRAY8` from protocol 5; before, `bytearray(bytes(obj))` with
@@ -129,12 +147,9 @@ impl<'py> Pickler<'py> {
         Ok(())
     }
 
-    pub(in crate::dumps) fn save_bytes(
-        &mut self,
-        obj: &Bound<'py, PyBytes>,
-        unique: bool,
-    ) -> PyResult<()> {
+    pub(in crate::dumps) fn save_bytes(&mut self, obj: &Bound<'py, PyBytes>) -> PyResult<()> {
         self.out.bytes(obj.as_bytes());
-        self.memoize_unless(obj.as_any(), unique)
+        self.memoize(obj.as_any());
+        Ok(())
     }
 }

@@ -9,11 +9,7 @@ use crate::opcodes::*;
 
 /// `save_picklebuffer`: a PEP 574 buffer goes out of band when the buffer callback returns a
 /// false value, otherwise in band as bytes (read-only) or a bytearray (writable).
-pub fn save_picklebuffer<'py>(
-    p: &mut Pickler<'py>,
-    obj: &Bound<'py, PyAny>,
-    unique: bool,
-) -> PyResult<()> {
+pub fn save_picklebuffer<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
     if p.proto < 5 {
         return Err(pickling_error(
             "PickleBuffer can only pickled with protocol >= 5",
@@ -26,13 +22,28 @@ pub fn save_picklebuffer<'py>(
         ));
     }
     let in_band = match &p.buffer_callback {
-        Some(cb) => cb.call1((obj,))?.is_truthy()?,
+        Some(cb) => {
+            // A walk that started over (see `Pickler::start_over`) meets the buffers the
+            // stopped one handed to the callback first and in the same order: their answers
+            // are reused, so the callback gets each buffer once.
+            let met = p.buffers_met;
+            p.buffers_met += 1;
+            match p.buffer_answers.get(met) {
+                Some(&answer) => answer,
+                None => {
+                    let answer = cb.call1((obj,))?.is_truthy()?;
+                    p.buffer_answers.push(answer);
+                    answer
+                }
+            }
+        }
         None => true,
     };
     if in_band {
         if view.readonly() {
             p.out.bytes(view.as_bytes());
-            p.memoize_unless(obj, unique)
+            p.memoize(obj);
+            Ok(())
         } else {
             // Loads as a (mutable) bytearray: memoized whatever its reference count.
             p.out.bytearray(view.as_bytes());

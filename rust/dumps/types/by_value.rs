@@ -52,6 +52,7 @@ pub struct State {
 /// Writes `obj` (a function or class that can't be pickled by reference) by value.
 pub fn save_by_value<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
     p.counts.by_value += 1;
+    p.enter_cloudpickle_stream()?;
     // SAFETY: type check on a live object.
     if unsafe { ffi::PyFunction_Check(obj.as_ptr()) } != 0 {
         return save_function(p, obj);

@@ -131,12 +131,16 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
         let result = match treat {
             Treat::Plain => p.save(&code.getattr(attr)?, false),
             Treat::CopyTuple => {
+                // A new tuple of the same names: memoized with no entry.
                 let t = code.getattr(attr)?.cast_into::<PyTuple>()?;
-                p.save_tuple_as(&t, true, |i| format!("code.{attr}[{i}]"))
+                p.tuple_of(t.len(), |p, i| {
+                    p.save(&t.get_item(i)?, false)
+                        .map_err(|e| p.at(e, || format!("code.{attr}[{i}]")))
+                })
             }
             Treat::CopyStr => save_joined(p, &code.getattr(attr)?),
             Treat::Filename if p.lookup.cp.dynamic_filename => {
-                p.save(p.lookup.cp.str_dynamic_code.bind(py).as_any(), true)
+                p.save_str_copy(p.lookup.cp.str_dynamic_code.bind(py).as_any())
             }
             Treat::Filename => p.save(&code.getattr(attr)?, false),
         };
@@ -212,7 +216,7 @@ fn treat(name: &str) -> Treat {
 /// iteration yields (the cached one for Latin-1 characters), which is what we then write.
 pub fn save_joined<'py>(p: &mut Pickler<'py>, s: &Bound<'py, PyAny>) -> PyResult<()> {
     if joined_copy(s) {
-        return p.save(s, true);
+        return p.save_str_copy(s);
     }
     let py = s.py();
     let joined = PyString::intern(py, "").call_method1(pyo3::intern!(py, "join"), (s,))?;

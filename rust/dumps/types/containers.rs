@@ -28,14 +28,13 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
         }
-        self.save_tuple_body(t, unique, label)
+        self.save_tuple_body(t, label)
     }
 
     /// `save_tuple` once the tuple was looked up in the memo (by `save_tuple_as` or the walker).
     pub(in crate::dumps) fn save_tuple_body(
         &mut self,
         t: &Bound<'py, PyTuple>,
-        unique: bool,
         label: impl Fn(usize) -> String,
     ) -> PyResult<()> {
         let n = t.len();
@@ -43,6 +42,7 @@ impl<'py> Pickler<'py> {
             self.out.op(EMPTY_TUPLE);
             return Ok(());
         }
+        let mark = self.memo.mark();
         self.out.tuple_open(n);
         for i in 0..n {
             // SAFETY: `i < len`; a tuple's items can't change while we hold the tuple.
@@ -52,19 +52,20 @@ impl<'py> Pickler<'py> {
                 return Err(self.at(e, || label(i)));
             }
         }
-        if !unique {
-            if let Some(idx) = self.memo.get(t.as_any()) {
-                if n > 3 {
-                    self.out.op(POP_MARK);
-                } else {
-                    self.out.ops(&[POP, POP, POP][..n]);
-                }
-                self.out.get(idx);
-                return Ok(());
+        // Looked up again whatever its reference count: writing the items may have reached it
+        // (a cycle, or Python code). Only entries added since `mark` can be it.
+        if let Some(idx) = self.memo.get_since(t.as_any(), mark) {
+            if n > 3 {
+                self.out.op(POP_MARK);
+            } else {
+                self.out.ops(&[POP, POP, POP][..n]);
             }
+            self.out.get(idx);
+            return Ok(());
         }
         self.out.tuple_close(n);
-        self.memoize_unless(t.as_any(), unique)
+        self.memoize(t.as_any());
+        Ok(())
     }
 
     /// A list's items written as a fresh tuple (memoized with no entry: nothing can refer to
@@ -268,8 +269,8 @@ impl<'py> Pickler<'py> {
     pub(in crate::dumps) fn save_frozenset(
         &mut self,
         set: &Bound<'py, PyFrozenSet>,
-        unique: bool,
     ) -> PyResult<()> {
+        let mark = self.memo.mark();
         self.out.op(MARK);
         for item in set.as_any().try_iter()? {
             let item = item?;
@@ -277,15 +278,14 @@ impl<'py> Pickler<'py> {
             self.save(&item, item_unique)
                 .map_err(|e| self.at(e, || "frozenset item".to_owned()))?;
         }
-        if !unique {
-            if let Some(idx) = self.memo.get(set.as_any()) {
-                self.out.op(POP_MARK);
-                self.out.get(idx);
-                return Ok(());
-            }
+        if let Some(idx) = self.memo.get_since(set.as_any(), mark) {
+            self.out.op(POP_MARK);
+            self.out.get(idx);
+            return Ok(());
         }
         self.out.op(FROZENSET);
-        self.memoize_unless(set.as_any(), unique)
+        self.memoize(set.as_any());
+        Ok(())
     }
 }
 

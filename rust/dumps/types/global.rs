@@ -3,7 +3,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
 use super::{by_value, reduce};
 use crate::dumps::global_kind::{self, Kind};
@@ -13,6 +13,18 @@ use crate::opcodes::*;
 impl<'py> Pickler<'py> {
     /// Classes: the three singleton types as `type(None)` etc. (`save_singleton_type`), the rest
     /// by reference or, for dynamic classes, by value.
+    ///
+    /// The builtin-type table: cloudpickle's `save_global` writes every class in
+    /// `_BUILTIN_TYPE_NAMES` (the classes of `types`, read from the installed cloudpickle) as
+    /// `_builtin_type(name)`, `pickle` writes the ones it finds by name (`types.SimpleNamespace`,
+    /// `GenericAlias`, `UnionType`, ...) by name. A stream equals `pickle`'s as long as nothing
+    /// in it needs cloudpickle and cloudpickle's, from its first byte, once something does. So
+    /// these classes are written as `pickle` writes them while nothing only cloudpickle writes
+    /// (a function or class by value, a code object, cell or module) was met, and as cloudpickle
+    /// writes them once one was (`cloudpickle_stream`). One written in `pickle`'s form before the
+    /// first such object is noted (`builtin_type_by_name`); when that object comes, the walk
+    /// starts over as cloudpickle's (`Pickler::enter_cloudpickle_stream`), so no stream mixes
+    /// the two forms.
     pub(in crate::dumps) fn save_type(&mut self, cls: &Bound<'py, PyType>) -> PyResult<()> {
         let py = self.py;
         for singleton in [py.None(), py.NotImplemented(), py.Ellipsis()] {
@@ -31,10 +43,32 @@ impl<'py> Pickler<'py> {
         // SAFETY: reading the type of a live object and the address of a static type object.
         let plain =
             unsafe { ffi::Py_TYPE(cls.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyType_Type) };
+        // The table's classes are plain classes: another one is looked up there (hashed, as
+        // cloudpickle does) only once the stream is cloudpickle's, since `pickle` never hashes
+        // it (a metaclass may make it unhashable).
+        let names = self.lookup.cp.builtin_type_names.bind(py);
+        let in_table = if plain || self.cloudpickle_stream {
+            names.cast::<PyDict>()?.get_item(cls)?
+        } else {
+            None
+        };
+        if let Some(name) = in_table {
+            if self.cloudpickle_stream {
+                // `save_reduce(_builtin_type, (name,), obj=cls)`.
+                self.save(self.lookup.cp.builtin_type.bind(py), false)?;
+                self.save(&name, false)?;
+                self.close_fresh_tuple(1);
+                self.out.op(REDUCE);
+                self.memoize(cls.as_any());
+                return Ok(());
+            }
+            // Written in `pickle`'s form below: noted, in case the stream turns cloudpickle's.
+            self.builtin_type_by_name = true;
+        }
         // A class with a metaclass: a copyreg (or cloudpickle) reducer registered for the
         // metaclass wins, as in `save()`, which consults the dispatch table first.
         if !plain && reduce::reducer_for(self, &cls.get_type())?.is_some() {
-            return reduce::reduce_and_save(self, cls.as_any(), false);
+            return reduce::reduce_and_save(self, cls.as_any());
         }
         self.save_global(cls.as_any(), None)
     }
@@ -65,7 +99,7 @@ impl<'py> Pickler<'py> {
             global_kind::check_registry(self.py, self.lookup)?;
             self.registry_checked = true;
         }
-        match global_kind::cached(self.py, obj) {
+        match global_kind::cached(self.py, obj, name) {
             Some(kind) => Ok(kind),
             None => global_kind::classify(self.py, self.lookup, obj, name),
         }

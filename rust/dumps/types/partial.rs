@@ -1,7 +1,7 @@
 //! `functools.partial` without calling `__reduce__`: the opcodes `pickle` writes for
-//! `partial_reduce`'s `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__ or None))`,
-//! from the fields `layouts::partial` reads, so the function is written once and fetched from
-//! the memo the second time, as with `pickle`.
+//! `partial_reduce`'s `(type(p), (p.func,), (p.func, p.args, p.keywords, p.__dict__))` (`None`
+//! for a dict never made), from the fields `layouts::partial` reads, so the function is written
+//! once and fetched from the memo the second time, as with `pickle`.
 
 use pyo3::prelude::*;
 

@@ -16,7 +16,6 @@ pub fn save_path<'py>(
     p: &mut Pickler<'py>,
     layout: &PathLayout,
     path: &Bound<'py, PyAny>,
-    unique: bool,
 ) -> PyResult<bool> {
     let Some(args) = layout.reduce_args(path)? else {
         return Ok(false);
@@ -43,9 +42,7 @@ pub fn save_path<'py>(
         })?,
     }
     p.out.op(REDUCE);
-    // A path's args are strings: it can't be part of a cycle, so a path nothing else refers
-    // to needs no memo entry.
-    p.memoize_unless(path, unique)?;
+    p.memoize(path);
     Ok(true)
 }
 

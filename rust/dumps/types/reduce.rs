@@ -17,15 +17,11 @@ use crate::opcodes::*;
 /// Asks `obj` how to rebuild it (a dispatch table's reducer, else `__reduce_ex__(protocol)`),
 /// as `save()` in `_pickle.c` does for a type it has no writer for, and writes the answer: a
 /// global by name (a string), or the reduce value with [`save_reduce`].
-pub fn reduce_and_save<'py>(
-    p: &mut Pickler<'py>,
-    obj: &Bound<'py, PyAny>,
-    unique: bool,
-) -> PyResult<()> {
+pub fn reduce_and_save<'py>(p: &mut Pickler<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
     let ty = obj.get_type();
     if ty.is(p.lookup.pickle_buffer_type.bind(py)) {
-        return buffer::save_picklebuffer(p, obj, unique);
+        return buffer::save_picklebuffer(p, obj);
     }
     p.counts.reduced += 1;
     // A bound method its owner gives back by name goes as `getattr(owner, name)`, its own
@@ -38,7 +34,7 @@ pub fn reduce_and_save<'py>(
         None => {
             // SAFETY: type check on a live object.
             if unsafe { ffi::PyCFunction_Check(obj.as_ptr()) } != 0 {
-                if let Some(kind) = global_kind::cached(py, obj) {
+                if let Some(kind) = global_kind::cached(py, obj, None) {
                     return p.write_global(obj, kind);
                 }
             }
