@@ -524,6 +524,14 @@ impl<'py> Pickler<'py> {
     }
 }
 
+/// `obj`'s reference count, which a writer compares with the references it knows of to tell
+/// whether anything else holds the object (see the memo rule in the module docs).
+#[inline(always)]
+pub fn ref_count<T>(obj: &Bound<'_, T>) -> isize {
+    // SAFETY: `obj` is a live object (we hold a reference to it); this only reads its count.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
 /// How an object is named in error messages: `socket`, `function process`, `class Foo`.
 #[cold]
 pub fn describe(obj: &Bound<'_, PyAny>) -> String {

@@ -360,7 +360,8 @@ fn modules_version(_py: Python<'_>) -> Option<u64> {
     }
 }
 
-/// A dict watcher on `sys.modules` (CPython 3.12+; not in PyO3's bindings).
+/// A dict watcher on `sys.modules` (CPython 3.12+; PyO3 binds `PyDict_Watch` but not
+/// `PyDict_AddWatcher`).
 #[cfg(Py_3_12)]
 mod watch {
     use std::ffi::c_int;
@@ -381,8 +382,6 @@ mod watch {
         /// `int PyDict_AddWatcher(PyDict_WatchCallback callback)`: a watcher id, or -1 with an
         /// exception set (an interpreter has a few watcher slots).
         fn PyDict_AddWatcher(callback: Callback) -> c_int;
-        /// `int PyDict_Watch(int watcher_id, PyObject *dict)`: 0, or -1 with an exception set.
-        fn PyDict_Watch(watcher_id: c_int, dict: *mut ffi::PyObject) -> c_int;
     }
 
     /// Events seen on the watched dict: every insertion, deletion, replacement, clear, clone
@@ -421,7 +420,7 @@ mod watch {
         if WATCHED.load(Ordering::Relaxed) != modules as usize {
             // SAFETY: `modules` is a live exact dict and `id` a watcher registered above;
             // watching a dict twice is harmless.
-            if unsafe { PyDict_Watch(id, modules) } != 0 {
+            if unsafe { ffi::PyDict_Watch(id, modules) } != 0 {
                 PyErr::take(py);
                 return None;
             }

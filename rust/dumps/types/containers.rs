@@ -9,7 +9,7 @@ use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyTuple};
 
 use super::code;
 use crate::dumps::batch::Batching;
-use crate::dumps::{short_repr, Pickler};
+use crate::dumps::{ref_count, short_repr, Pickler};
 use crate::opcodes::*;
 
 impl<'py> Pickler<'py> {
@@ -47,7 +47,7 @@ impl<'py> Pickler<'py> {
         for i in 0..n {
             // SAFETY: `i < len`; a tuple's items can't change while we hold the tuple.
             let item = unsafe { t.get_borrowed_item_unchecked(i) };
-            let item_unique = item.get_refcnt() == 1;
+            let item_unique = ref_count(&item) == 1;
             if let Err(e) = self.save(&item, item_unique) {
                 return Err(self.at(e, || label(i)));
             }
@@ -258,7 +258,7 @@ impl<'py> Pickler<'py> {
             |p, item| {
                 // The iterator gave us our own reference: two in all means the set holds the
                 // other.
-                let item_unique = item.get_refcnt() == 2;
+                let item_unique = ref_count(&item) == 2;
                 p.save(&item, item_unique)
                     .map_err(|e| p.at(e, || "set item".to_owned()))
             },
@@ -274,7 +274,7 @@ impl<'py> Pickler<'py> {
         self.out.op(MARK);
         for item in set.as_any().try_iter()? {
             let item = item?;
-            let item_unique = item.get_refcnt() == 2;
+            let item_unique = ref_count(&item) == 2;
             self.save(&item, item_unique)
                 .map_err(|e| self.at(e, || "frozenset item".to_owned()))?;
         }

@@ -5,7 +5,7 @@
 
 use pyo3::prelude::*;
 
-use crate::dumps::Pickler;
+use crate::dumps::{ref_count, Pickler};
 use crate::layouts::partial::PartialLayout;
 use crate::opcodes::{BUILD, MARK, REDUCE};
 
@@ -30,9 +30,9 @@ pub fn save_partial<'py>(
     }
     p.out.op(MARK);
     p.save(&f.func, false)?;
-    let args_unique = f.args.get_refcnt() == 2;
+    let args_unique = ref_count(&f.args) == 2;
     p.save_tuple_as(&f.args, args_unique, |i| format!("partial.args[{i}]"))?;
-    let keywords_unique = f.keywords.get_refcnt() == 2;
+    let keywords_unique = ref_count(&f.keywords) == 2;
     p.save(&f.keywords, keywords_unique)
         .map_err(|e| p.at(e, || "partial.keywords".to_owned()))?;
     match &f.dict {

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use super::containers::list_item;
-use crate::dumps::Pickler;
+use crate::dumps::{ref_count, Pickler};
 use crate::layouts::path::PathLayout;
 use crate::opcodes::REDUCE;
 
@@ -29,7 +29,7 @@ pub fn save_path<'py>(
         Some(anchor) => p.tuple_of(args.count(), |p, i| {
             let saved = if i == 0 {
                 // A fresh `drive + root` only we hold: nothing else in the stream is it.
-                p.save(anchor, anchor.get_refcnt() == 1)
+                p.save(anchor, ref_count(anchor) == 1)
             } else if i <= args.rest.len() {
                 let (item, unique) = list_item(p.py, &args.rest, i - 1);
                 p.save(&item, unique)

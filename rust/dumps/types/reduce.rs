@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use super::buffer;
 use crate::dumps::batch::Batching;
 use crate::dumps::global_kind;
-use crate::dumps::{describe, short_repr, Pickler};
+use crate::dumps::{describe, ref_count, short_repr, Pickler};
 use crate::errors::pickling_error;
 use crate::opcodes::*;
 
@@ -275,7 +275,7 @@ pub fn save_reduce<'py>(
             // The reducer's own tuple, which it may share (`BaseException.__reduce__` returns
             // `self.args`): written like any tuple, memoized unless ours is the only other
             // reference (`rv` holds one, `args` another).
-            let args_unique = args.get_refcnt() == 2;
+            let args_unique = ref_count(args) == 2;
             p.save_tuple_as(args, args_unique, |i| format!("{}.args[{i}]", owner()))?;
             p.out.op(REDUCE);
         }
@@ -351,7 +351,7 @@ fn save_newobj_args<'py>(
     for i in skip..args.len() {
         // SAFETY: `i < len`; the tuple is immutable and we hold it.
         let item = unsafe { args.get_borrowed_item_unchecked(i) };
-        let item_unique = item.get_refcnt() == 1;
+        let item_unique = ref_count(&item) == 1;
         if let Err(e) = p.save(&item, item_unique) {
             return Err(p.at(e, || format!("{}.args[{}]", describe(owner), i - skip)));
         }

@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::dumps::Pickler;
+use crate::dumps::{ref_count, Pickler};
 use crate::layouts::task_node::{Field, Node, Reduction, Role};
 use crate::opcodes::*;
 
@@ -61,7 +61,7 @@ fn save_field<'py>(
     value: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     // Our reference plus the node's: nothing else refers to the value.
-    let unique = value.get_refcnt() == 2;
+    let unique = ref_count(value) == 2;
     if field.role == Role::Args {
         if let Ok(args) = value.cast::<PyTuple>() {
             return p.save_tuple_as(args, unique, |i| format!("{node}.args[{i}]"));
