@@ -262,6 +262,28 @@ def test_stats_reset_returns_the_counts_and_zeroes_them():
     assert ferropickle.cache_info()["code_objects"] == 1
 
 
+FIRST_BY_VALUE_DUMPS = """
+import ferropickle
+f = lambda x: x + 1
+ferropickle.dumps(f)
+print(ferropickle.stats()["dumps_calls"], ferropickle.stats()["objects_by_value"])
+"""
+
+
+def test_the_first_by_value_dumps_of_a_process_counts_once():
+    """The first by-value dumps checks the native writer against cloudpickle by pickling
+    sample functions; those pickles were counted as calls too, so a fresh process's one dumps
+    showed ``dumps_calls: 4``."""
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_BY_VALUE_DUMPS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == ["1", "1"]
+
+
 SUBINTERPRETER_PROBE = """
 import importlib, pickle
 interp = None

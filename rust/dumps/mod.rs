@@ -73,11 +73,32 @@ const STACK_SEGMENT: usize = 8 * 1024 * 1024;
 /// The Python module that writes protocols 0-3 (with cloudpickle's pickler).
 const PROTOCOLS_0_TO_3_MODULE: &str = "ferropickle._protocols_0_to_3";
 
+/// `ferropickle.dumps`, counted in `ferropickle.stats()`.
 pub fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<i64>,
     buffer_callback: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    dumps_counted(py, obj, protocol, buffer_callback, true)
+}
+
+/// The same stream, left out of `ferropickle.stats()`: for pickles ferropickle makes for its
+/// own purposes (the first-use check of the by-value writer), which no caller asked for.
+pub fn dumps_uncounted<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: Option<i64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    dumps_counted(py, obj, protocol, None, false)
+}
+
+fn dumps_counted<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: Option<i64>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+    counted: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let proto = match protocol {
         None => HIGHEST_PROTOCOL,
@@ -133,7 +154,9 @@ pub fn dumps<'py>(
     } = p;
     let out = out.finish();
     let result = result.map(|()| PyBytes::new(py, &out));
-    stats::record_dumps(timer, &counts, result.as_ref().ok().map(|_| out.len()));
+    if counted {
+        stats::record_dumps(timer, &counts, result.as_ref().ok().map(|_| out.len()));
+    }
     // Release memoized objects now (they may run finalizers), then keep the allocations for
     // the next call on this thread unless this one made them large.
     memo.clear();

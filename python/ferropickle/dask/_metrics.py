@@ -16,8 +16,8 @@ from ferropickle.dask._stats import snapshot
 logger = logging.getLogger("ferropickle.dask")
 
 _EVERY_CALL = (
-    "every call in this process, the plugin's messages and any other (explain's sizing, the "
-    "by-value writer's one-time self-check, direct calls)"
+    "every call in this process, the plugin's messages and any other (explain's sizing, direct "
+    "calls)"
 )
 #: What each counter of `ferropickle.stats()` counts, as its help text says.
 _COUNTER_HELP = {

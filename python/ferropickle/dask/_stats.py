@@ -144,8 +144,7 @@ def local_stats() -> dict[str, Any]:
 
     ``dumps_calls``, ``dumps_bytes`` and the other counters of `ferropickle.stats()` count
     every call of ``ferropickle.dumps`` in the process, the plugin's or not (sizing pickles
-    of `explain`, the by-value writer's one-time self-check, direct calls), and in-band bytes
-    only.
+    of `explain`, direct calls), and in-band bytes only.
     """
     now = snapshot()
     out: dict[str, Any] = dict(now.counters)

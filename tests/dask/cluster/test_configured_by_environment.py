@@ -154,7 +154,7 @@ def test_metrics_endpoint_of_a_real_scheduler(configured):
     )
     # It counts every call in the process, and says so (not "one per task message").
     assert "every call in this process" in help_line
-    assert "self-check" in help_line
+    assert "explain's sizing" in help_line
 
 
 def test_stats_report_and_metrics_of_a_real_scheduler_agree_to_the_byte(configured):
