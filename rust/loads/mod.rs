@@ -653,7 +653,14 @@ impl<'py> Reader<'py> {
             capi::long(self.py, i64::from_le_bytes(buf))
         } else {
             // SAFETY: `p..p+n` is within the input; the function copies it.
-            unsafe { ffi::_PyLong_FromByteArray(p, n, 1, 1) }
+            #[cfg(not(Py_3_13))]
+            let long = unsafe { ffi::_PyLong_FromByteArray(p, n, 1, 1) };
+            // The public form from 3.13 (the private one left PyO3's bindings): flags 1 is
+            // `Py_ASNATIVEBYTES_LITTLE_ENDIAN`, the buffer read as signed.
+            // SAFETY: as above.
+            #[cfg(Py_3_13)]
+            let long = unsafe { ffi::PyLong_FromNativeBytes(p.cast(), n, 1) };
+            long
         };
         self.push_new(obj)
     }
