@@ -207,6 +207,21 @@ def test_a_part_inside_a_fused_subgraph_is_hoisted_and_read_as_one_of_its_inputs
     assert all(dsk[("second", i)].dependencies == {key} for i in range(3))
 
 
+def test_a_fused_subgraph_with_a_node_that_is_not_examined_is_left_as_sent():
+    """A fused subgraph's inner ``DataNode`` was not examined, so an object it shares with a
+    sibling task was hoisted from that task alone: the task got a copy where it had one
+    object twice."""
+    big = array(2.0)
+    dsk = {}
+    for i in range(2):
+        data = DataNode(("data", i), big)
+        use = Task(("use", i), operator.is_, TaskRef(("data", i)), big)
+        dsk[("use", i)] = Task.fuse(data, use)
+    got = check(dsk, [*dsk])
+    assert [got[("use", i)] for i in range(2)] == [True, True]
+    assert hoisted_keys(dsk) == []
+
+
 def test_a_part_inside_nested_fused_subgraphs_is_read_as_an_input_at_each_level():
     func = functools.partial(scale_kw, a=array(6.0))
     dsk = {}

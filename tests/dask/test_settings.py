@@ -68,6 +68,8 @@ def test_environment_variables_set_every_option():
         ("report.max-prefixes", "many", "must be a positive integer (1, 2, ...)"),
         ("send-once.threshold", "big", "must be a byte size (a number of bytes, or a number"),
         ("send-once.threshold", -5, "or false for off"),
+        ("send-once.threshold", "1e400 MB", "must be a byte size (a number of bytes, or a"),
+        ("report.top", float("inf"), "must be a positive integer (1, 2, ...)"),
     ],
 )
 def test_each_invalid_setting_is_one_line_naming_key_value_and_what_is_accepted(
@@ -85,6 +87,15 @@ def test_each_invalid_setting_is_one_line_naming_key_value_and_what_is_accepted(
     with dask.config.set({f"ferropickle.{key}": value}), pytest.raises(ValueError) as again:
         ferro_dask.settings()
     assert str(again.value) == message
+
+
+def test_a_section_that_is_not_a_mapping_is_one_line_too():
+    """``ferropickle: {report: 5}`` made dask.config.get raise a bare TypeError at install."""
+    with dask.config.set({"ferropickle.report": 5}), pytest.raises(ValueError) as error:
+        ferro_dask.install()
+    assert not ferro_dask.installed()
+    assert str(error.value).startswith("dask config ferropickle.report.top can't be read")
+    assert "\n" not in str(error.value)
 
 
 def test_invalid_settings_do_not_break_importing():

@@ -211,7 +211,7 @@ class _Reach:
     """The ids of the objects a part's pickle writes, kept with the memo that holds them alive
     (so no id can be reused by another object while the graph is examined)."""
 
-    ids: frozenset[int]
+    ids: frozenset[int] | None  # None: unknown (cloudpickle could not pickle it)
     memo: Any
 
 
@@ -220,8 +220,8 @@ def _reach(obj: Any) -> _Reach:
     try:
         pickler.dump(obj)
     except Exception:
-        # Unpicklable: its own id is all we know, and it is never hoisted anyway.
-        return _Reach(frozenset({id(obj)}), obj)
+        # What it reaches can't be told: it counts as sharing with everything (see `overlap`).
+        return _Reach(None, obj)
     memo = pickler.memo.copy()
     ids = {id(obj)}
     for _index, member in memo.values():
@@ -571,11 +571,16 @@ def _units(node: Any, depth: int = 0) -> list[tuple[Path, Task]]:
         return []
     if type(args[0]) is not dict or not isinstance(args[2], tuple):
         return []
-    return [
-        ((key, *path), unit)
-        for key, inner in args[0].items()
-        for path, unit in _units(inner, depth + 1)
-    ]
+    units = []
+    for key, inner in args[0].items():
+        inner_units = _units(inner, depth + 1)
+        if not inner_units:
+            # An inner node that is not examined (a DataNode, an Alias, an ``apply`` task, a
+            # subgraph nested too deep) may hold the very object a sibling would have hoisted:
+            # the whole subgraph is left as sent, so no identity inside it is split.
+            return []
+        units += [((key, *path), unit) for path, unit in inner_units]
+    return units
 
 
 def _short(key: Any) -> str:
@@ -663,7 +668,7 @@ def hoist(
 
     reaches: dict[int, _Reach] = {}
 
-    def reach(obj: Any) -> frozenset[int]:
+    def reach(obj: Any) -> frozenset[int] | None:
         if _identity_free(obj):
             return frozenset()
         known = reaches.get(id(obj))
@@ -679,7 +684,9 @@ def hoist(
         pair = (id(a), id(b))
         result = overlaps.get(pair)
         if result is None:
-            result = overlaps[pair] = not reach(a).isdisjoint(reach(b))
+            ra, rb = reach(a), reach(b)
+            # A part whose reach is unknown may share anything: it stays in its task.
+            result = overlaps[pair] = ra is None or rb is None or not ra.isdisjoint(rb)
         return result
 
     used: Counter[int] = Counter()

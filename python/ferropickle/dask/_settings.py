@@ -24,9 +24,17 @@ def register_defaults() -> None:
 
 
 def _get(key: str, config: dict[str, Any] | None) -> Any:
-    if config is None:
-        return dask.config.get(f"ferropickle.{key}")
-    return dask.config.get(f"ferropickle.{key}", config=config)
+    try:
+        if config is None:
+            return dask.config.get(f"ferropickle.{key}")
+        return dask.config.get(f"ferropickle.{key}", config=config)
+    except (KeyError, TypeError, IndexError):
+        # A section that is not a mapping (``ferropickle: {report: 5}``), or a missing key.
+        section = key.rpartition(".")[0]
+        raise ValueError(
+            f"dask config ferropickle.{key} can't be read: ferropickle.{section or key} must "
+            "be a mapping of the keys in ferropickle.yaml"
+        ) from None
 
 
 _FALSE_WORDS = frozenset({"false", "no", "off", "0", "none", "null", ""})
@@ -59,7 +67,7 @@ def _byte_size(key: str, config: dict[str, Any] | None) -> int | None:
         return None
     try:
         size = parse_bytes(value) if isinstance(value, str) else value
-    except ValueError:  # dask's message names neither the key nor what it accepts
+    except (ValueError, OverflowError):  # dask's message names neither key nor what it takes
         size = None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError(
@@ -74,7 +82,7 @@ def _count(key: str, config: dict[str, Any] | None) -> int:
     value = _get(key, config)
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = -1
     if number < 1 or isinstance(value, bool):
         raise ValueError(
