@@ -250,6 +250,16 @@ def test_each_task_gets_its_own_copy():
     assert a[0] == 0.0
 
 
+def test_a_part_no_task_reads_by_its_key_keeps_no_pickle():
+    """The pickle of a part every task kept (here: twice in each task) stayed in what
+    send-once remembers across graphs, held until a sweep that might never run."""
+    a = array()
+    dsk = {f"twice-{i}": Task(f"twice-{i}", same, a, a) for i in range(2)}
+    check(dsk, [*dsk])
+    assert hoisted_keys(dsk) == []
+    assert STATE.seen.holds() == 0
+
+
 def test_the_same_object_twice_in_one_task_is_not_hoisted_there():
     a = array()
     dsk = {

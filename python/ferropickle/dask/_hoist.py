@@ -251,6 +251,8 @@ class _Part:
     key: tuple[str, int] | None = None
     #: Whether no earlier graph had it hoisted.
     new: bool = True
+    #: Its fingerprint and what `Seen` keeps of it, once some task does read it by its key.
+    known: tuple[bytes, _Known] | None = None
 
 
 @dataclass(slots=True)
@@ -470,8 +472,12 @@ def _choose(parts: dict[int, _Part], threshold: int, seen: Seen) -> None:
             continue
         part.key = digest_key(data)[1]
         part.data = data
-        entry = _Known(part.key, data, stream, _locate(data, buffers) if buffers else ())
-        seen.add(fingerprint, entry)
+        # Kept for recognition only once a task reads it by its key (see `hoist`): a part no
+        # task ends up reading must not keep its pickle alive.
+        part.known = (
+            fingerprint,
+            _Known(part.key, data, stream, _locate(data, buffers) if buffers else ()),
+        )
 
 
 def _key_of(part: _Part) -> tuple[str, int]:
@@ -762,6 +768,8 @@ def hoist(
     for ident, n in used.items():
         part = chosen[ident]
         assert part.key is not None and part.data is not None
+        if part.known is not None:
+            seen.add(*part.known)
         row = rows.get(part.key)
         if row is None:
             dsk[part.key] = DataNode(part.key, part.data)
