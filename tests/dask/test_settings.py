@@ -4,6 +4,8 @@ environment variables only is in ``cluster/test_configured_by_environment.py``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -131,3 +133,22 @@ def test_settings_are_read_at_install_not_at_each_call():
     assert ferro_dask.settings().report_top == 2
     with dask.config.set({"ferropickle.report.top": 7}):
         assert ferro_dask.settings().report_top == 2
+
+
+def test_a_config_put_back_without_the_registered_defaults_reads_the_yaml_defaults():
+    """``distributed.utils_test`` copies Dask's config when it is imported, which may be before
+    ``ferropickle.dask`` registers its defaults, and puts that copy back for every cluster test:
+    an unset key then means its default, as for any Dask library, and install() works."""
+    saved = copy.deepcopy(dask.config.config)
+    try:
+        dask.config.config.pop("ferropickle", None)
+        with dask.config.set({"ferropickle.report.top": 4}):
+            assert ferro_dask.install()
+            assert ferro_dask.settings() == dataclasses.replace(
+                ferro_dask.Settings.defaults(), report_top=4
+            )
+    finally:
+        ferro_dask.uninstall()
+        dask.config.config.clear()
+        dask.config.config.update(saved)
+    assert dask.config.get("ferropickle.enabled") is True

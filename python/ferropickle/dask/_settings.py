@@ -3,6 +3,7 @@ beside this module."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +24,27 @@ def register_defaults() -> None:
         dask.config.update_defaults(yaml.safe_load(defaults))
 
 
+@functools.cache
+def _package_defaults() -> dict[str, Any]:
+    with open(DEFAULTS) as defaults:
+        return yaml.safe_load(defaults)
+
+
 def _get(key: str, config: dict[str, Any] | None) -> Any:
+    path = f"ferropickle.{key}"
     try:
         if config is None:
-            return dask.config.get(f"ferropickle.{key}")
-        return dask.config.get(f"ferropickle.{key}", config=config)
+            try:
+                return dask.config.get(path)
+            except KeyError:
+                # Dask's config was put back without the defaults this package registered
+                # (``distributed.utils_test`` restores a copy taken before the import; a test
+                # harness may clear it): the key is unset, so its default applies, as it would
+                # had the defaults been registered.
+                return dask.config.get(path, config=_package_defaults())
+        return dask.config.get(path, config=config)
     except (KeyError, TypeError, IndexError):
-        # A section that is not a mapping (``ferropickle: {report: 5}``), or a missing key.
+        # A section that is not a mapping (``ferropickle: {report: 5}``).
         section = key.rpartition(".")[0]
         raise ValueError(
             f"dask config ferropickle.{key} can't be read: ferropickle.{section or key} must "
@@ -135,5 +150,4 @@ class Settings:
     @classmethod
     def defaults(cls) -> Settings:
         """The package's defaults, from ``ferropickle.yaml`` alone."""
-        with open(DEFAULTS) as defaults:
-            return cls.from_config(yaml.safe_load(defaults))
+        return cls.from_config(_package_defaults())
