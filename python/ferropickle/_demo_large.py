@@ -165,43 +165,42 @@ def equal(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
+def _rows(base: dict[str, Measure], other: dict[str, Measure]) -> list[str]:
+    """One row per workload: ``other`` beside ``base`` (stock), with the ratios."""
+    rows = [
+        "| workload | bytes/task stock | bytes/task ferropickle | ratio | sched CPU/task stock "
+        "| ferropickle | ratio | tasks/s stock | ferropickle | ratio | results identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in WORKLOADS:
+        s, o = base[name], other[name]
+        rows.append(
+            f"| {name} | {s.sent / s.n:,.0f} | {o.sent / o.n:,.0f} | {o.sent / s.sent:.3f}x "
+            f"| {s.cpu_s / s.n * 1e6:,.0f} us | {o.cpu_s / o.n * 1e6:,.0f} us "
+            f"| {o.cpu_s / s.cpu_s:.2f}x | {s.n / s.wall_s:,.0f} | {o.n / o.wall_s:,.0f} "
+            f"| {s.wall_s / o.wall_s:.2f}x | {'yes' if equal(s.results, o.results) else 'NO'} |"
+        )
+    return rows
+
+
 def table(
     stock: dict[str, Measure],
     ours: dict[str, Measure],
     off: dict[str, Measure] | None = None,
     n_workers: int = 2,
 ) -> str:
-    """The bytes-per-task table: stock and ferropickle side by side, with ratios."""
-    rows = [
-        "| workload | bytes/task stock | bytes/task ferropickle | ratio | sched CPU/task stock "
-        "| ferropickle | ratio | tasks/s stock | ferropickle | results identical |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for name in WORKLOADS:
-        s, o = stock[name], ours[name]
-        rows.append(
-            f"| {name} | {s.sent / s.n:,.0f} | {o.sent / o.n:,.0f} | {o.sent / s.sent:.3f}x "
-            f"| {s.cpu_s / s.n * 1e6:,.0f} us | {o.cpu_s / o.n * 1e6:,.0f} us "
-            f"| {o.cpu_s / s.cpu_s:.2f}x | {s.n / s.wall_s:,.0f} | {o.n / o.wall_s:,.0f} "
-            f"| {'yes' if equal(s.results, o.results) else 'NO'} |"
-        )
+    """The bytes-per-task table: stock and ferropickle side by side, with ratios (and the same
+    for ferropickle with send-once off, if given)."""
     n = next(iter(stock.values())).n
-    rows.append(
+    rows = [
+        *_rows(stock, ours),
         f"targets: bytes/task <= {TARGETS['bytes']:.0%} of stock's, scheduler CPU <= "
         f"{TARGETS['cpu']}x stock's, tasks/s >= stock's ({n:,} tasks per workload, "
-        f"{n_workers} worker processes without ferropickle)"
-    )
+        f"{n_workers} worker processes without ferropickle)",
+    ]
     if off is not None:
-        rows.append("")
-        rows.append("ferropickle with send-once off (threshold false), same workloads:")
-        for name in WORKLOADS:
-            s, x = stock[name], off[name]
-            rows.append(
-                f"  {name}: {x.sent / x.n:,.0f} bytes/task, scheduler CPU "
-                f"{x.cpu_s / x.n * 1e6:,.0f} us/task ({x.cpu_s / s.cpu_s:.2f}x stock), "
-                f"{x.n / x.wall_s:,.0f} tasks/s, results "
-                f"{'identical' if equal(s.results, x.results) else 'DIFFERENT'}"
-            )
+        rows += ["", "ferropickle with send-once off (threshold false), same workloads:"]
+        rows += _rows(stock, off)
     return "\n".join(rows)
 
 

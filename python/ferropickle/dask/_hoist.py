@@ -268,9 +268,6 @@ class SentOnceRow:
     not_sent_per_task: int = 0
     sent_once: int = 0
 
-    def copy(self) -> SentOnceRow:
-        return SentOnceRow(self.tasks, self.parts, self.not_sent_per_task, self.sent_once)
-
 
 @dataclass
 class Hoisted:

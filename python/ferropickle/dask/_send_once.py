@@ -23,6 +23,7 @@ from importlib import import_module
 from typing import Any
 
 from dask.utils import format_bytes
+from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
 from ferropickle.dask._hoist import hoist, is_send_once_key
@@ -40,6 +41,7 @@ _SWEEP_MS = 500
 #: depend on it still exist): long enough for the next call of a ``client.submit`` loop to find
 #: it, short enough that workers don't keep it along with results that are kept for long.
 GRACE_S = 5.0
+_CLOSED = (Status.closing, Status.closed, Status.failed)
 
 
 def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
@@ -110,9 +112,30 @@ def _hold(scheduler: Any, keys: list[Any]) -> None:
     (released by its client, cancelled, or cleared by ``client.restart()``)."""
     scheduler.client_desires_keys(keys=keys, client=HOLDER)
     if HOLDER not in scheduler.periodic_callbacks:
-        callback = PeriodicCallback(functools.partial(_sweep, scheduler, {}), _SWEEP_MS)
+        callback = _Sweep(scheduler)
         scheduler.periodic_callbacks[HOLDER] = callback
         callback.start()
+
+
+class _Sweep(PeriodicCallback):
+    """The periodic `_sweep` of one scheduler. A server stops its periodic callbacks when it
+    closes, and only then: stopping lets go of the pickles kept for recognition whose keys no
+    other scheduler of this process has (a ``LocalCluster`` closed while the plugin stays
+    installed must not keep them until `uninstall`). A scheduler plugin's ``close`` would do
+    the same, but the scheduler calls every plugin on every transition of every task."""
+
+    def __init__(self, scheduler: Any) -> None:
+        super().__init__(functools.partial(_sweep, scheduler, {}), _SWEEP_MS)
+        self.scheduler = scheduler
+
+    def stop(self) -> None:
+        super().stop()
+        others = [
+            other
+            for other in list(_scheduler_module.Scheduler._instances)
+            if other is not self.scheduler and other.status not in _CLOSED
+        ]
+        STATE.seen.forget_unless(lambda key: any(key in other.tasks for other in others))
 
 
 def _sweep(scheduler: Any, idle_since: dict[Any, float]) -> None:
