@@ -32,7 +32,7 @@ import inspect
 import pickle
 import threading
 import types
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +53,12 @@ KEY_PREFIX = "send-once"
 #: never the parts): a part seen again is hoisted even when only one task of its graph holds it.
 _RECENT = 4096
 #: A fingerprint reads this many bytes at each end of the pickle and of each of its buffers,
-#: and _FP_STRIDES runs of 256 bytes in between: enough to tell contents apart in practice, and
-#: only ever a hint (a match is confirmed by comparing whole pickles).
-_FP_EDGE = 4096
+#: and _FP_STRIDES runs of _FP_RUN bytes in between: enough to tell contents apart in practice,
+#: and only ever a hint (a match is confirmed by comparing whole pickles), so it reads little:
+#: it is taken of every large part of every graph, a submit loop's included.
+_FP_EDGE = 512
 _FP_STRIDES = 16
+_FP_RUN = 64
 
 _ATOMS = (int, float, complex, bool, str, bytes, type(None))
 
@@ -99,6 +101,8 @@ def _by_value(func: types.FunctionType) -> bool:
 
 
 def _is_coroutine(func: Any) -> bool:
+    if type(func) is types.BuiltinFunctionType:  # ``operator.getitem``: no code, no marker
+        return False
     target = func.func if isinstance(func, functools.partial) else func
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(func)
 
@@ -302,19 +306,18 @@ def digest_key(data: bytes) -> tuple[str, tuple[str, int]]:
 
 def _fingerprint(views: list[memoryview]) -> bytes:
     """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between."""
-    h = hashlib.blake2b(digest_size=16)
+    pieces: list[Any] = []
     for view in views:
         n = view.nbytes
-        h.update(n.to_bytes(8, "little"))
+        pieces.append(n.to_bytes(8, "little"))
         if n <= 4 * _FP_EDGE:
-            h.update(view)
+            pieces.append(view)
             continue
-        h.update(view[:_FP_EDGE])
-        h.update(view[n - _FP_EDGE :])
         step = n // _FP_STRIDES
-        for i in range(1, _FP_STRIDES):
-            h.update(view[i * step : i * step + 256])
-    return h.digest()
+        pieces.append(view[:_FP_EDGE])
+        pieces += [view[i * step : i * step + _FP_RUN] for i in range(1, _FP_STRIDES)]
+        pieces.append(view[n - _FP_EDGE :])
+    return hashlib.blake2b(b"".join(pieces), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -598,16 +601,13 @@ def _rewrite_node(
         return _rewrite(node, {site: key for (_path, site), key in replace.items()}, nodes)
     inner_dsk, outkey, inkeys, *dependencies = node.args
     inner_dsk = dict(inner_dsk)
+    by_name: dict[Any, dict[tuple[Path, Site], tuple[str, int]]] = {}
+    for (path, site), key in replace.items():
+        by_name.setdefault(path[0], {})[(path[1:], site)] = key
     needed: dict[tuple[str, int], None] = {}
-    for name, task in list(inner_dsk.items()):
-        mine = {
-            (path[1:], site): key
-            for (path, site), key in replace.items()
-            if path and path[0] == name
-        }
-        if mine:
-            inner_dsk[name] = _rewrite_node(task, mine, nodes)
-            needed.update(dict.fromkeys(mine.values()))
+    for name, mine in by_name.items():
+        inner_dsk[name] = _rewrite_node(inner_dsk[name], mine, nodes)
+        needed.update(dict.fromkeys(mine.values()))
     # The subgraph reads a hoisted key like its other inputs: named in inkeys, passed as a
     # dependency of the fused task.
     added = tuple(key for key in needed if key not in inkeys)
@@ -670,9 +670,17 @@ def hoist(
         return Hoisted(dsk, [], 0, {})
 
     reaches: dict[int, _Reach] = {}
+    # What the graph holds is alive while it is examined: ids are stable keys of these caches.
+    free: dict[int, bool] = {}
+
+    def identity_free(obj: Any) -> bool:
+        result = free.get(id(obj))
+        if result is None:
+            result = free[id(obj)] = _identity_free(obj)
+        return result
 
     def reach(obj: Any) -> frozenset[int] | None:
-        if _identity_free(obj):
+        if identity_free(obj):
             return frozenset()
         known = reaches.get(id(obj))
         if known is None:
@@ -682,7 +690,7 @@ def hoist(
     overlaps: dict[tuple[int, int], bool] = {}
 
     def overlap(a: Any, b: Any) -> bool:
-        if _identity_free(b) or _identity_free(a):  # without pickling either
+        if identity_free(b) or identity_free(a):  # without pickling either
             return False
         pair = (id(a), id(b))
         result = overlaps.get(pair)
@@ -692,62 +700,65 @@ def hoist(
             result = overlaps[pair] = ra is None or rb is None or not ra.isdisjoint(rb)
         return result
 
-    used: Counter[int] = Counter()
+    used: dict[int, int] = {}
     nodes: dict[Any, Any] = {}
     per_prefix: dict[str, SentOnceRow] = {}
     first_path: dict[int, str] = {}
     sent: set[Any] = set()
 
-    def decide(
-        found: list[tuple[tuple[Path, Site], Any, bool]],
-    ) -> tuple[list[tuple[Any, Any]], str | None]:
+    def decide(found: list[tuple[tuple[Path, Site], Any, bool]]) -> tuple[list[int], str | None]:
         # Identity is kept per node: what one pickle (one task message) holds is one object on
         # the worker, so a hoisted part must be the only place the node holds it, and share
-        # no object with the rest of the node. Returns the parts kept, and why one was not.
-        counts = Counter(id(obj) for _where, obj, _may in found)
+        # no object with the rest of the node. Returns the positions in ``found`` of the parts
+        # kept, and why one was not.
+        counts: dict[int, int] = {}
+        for _where, obj, _may in found:
+            counts[id(obj)] = counts.get(id(obj), 0) + 1
         why_not = None
         if any(may and id(obj) in chosen and counts[id(obj)] > 1 for _w, obj, may in found):
             why_not = TWICE
         hoisted = [
-            (where, obj)
-            for where, obj, may in found
+            i
+            for i, (_where, obj, may) in enumerate(found)
             if may and id(obj) in chosen and counts[id(obj)] == 1
         ]
         if not hoisted:
             return [], why_not
-        places = {where for where, _obj in hoisted}
-        rest = [obj for where, obj, _may in found if where not in places]
+        rest = [obj for i, (_where, obj, _may) in enumerate(found) if i not in hoisted]
         keep = []
-        for where, obj in hoisted:
+        for i in hoisted:
+            obj = found[i][1]
             if any(overlap(obj, other) for other in rest) or any(
-                other is not obj and overlap(obj, other) for _w, other in hoisted
+                found[j][1] is not obj and overlap(obj, found[j][1]) for j in hoisted
             ):
                 why_not = SHARES_OBJECTS
                 continue
-            keep.append((where, obj))
+            keep.append(i)
         return keep, why_not
 
     # The tasks of a map hold the same parts at the same places: decide once per such shape.
-    decisions: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], dict[Any, Any], str | None]] = {}
+    # A decision depends only on which object is where (and may be hoisted), so the shape names
+    # places by position: the tasks of a fused map (whose inner keys differ) share it too.
+    decisions: dict[tuple[Any, ...], tuple[list[int], str | None]] = {}
     for node, found in holders:
-        shape = tuple((where, id(obj)) for where, obj, _may in found)
+        shape = tuple((where[1], id(obj), may) for where, obj, may in found)
         decided = decisions.get(shape)
         if decided is None:
-            keep, why_not = decide(found)
-            replace = {where: _key_of(chosen[id(obj)]) for where, obj in keep}
-            decided = decisions[shape] = (keep, replace, why_not)
-        keep, replace, why_not = decided
+            decided = decisions[shape] = decide(found)
+        kept, why_not = decided
         if why_not is not None:
             seen.note(node.key, why_not)
-        if not keep:
+        if not kept:
             continue
+        keep = [(found[i][0], found[i][1]) for i in kept]
+        replace = {where: _key_of(chosen[id(obj)]) for where, obj in keep}
         dsk[node.key] = _rewrite_node(node, replace, nodes)
         counts_row = per_prefix.setdefault(key_split(node.key), SentOnceRow())
         counts_row.tasks += 1
         for (path, site), obj in keep:
             ident = id(obj)
             size = len(chosen[ident].data or b"")
-            if used[ident] == 0:
+            if ident not in used:
                 inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
                 first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
                 # Once per content new to the cluster (a key the scheduler has already is not
@@ -755,7 +766,7 @@ def hoist(
                 if chosen[ident].new and chosen[ident].key not in sent:
                     sent.add(chosen[ident].key)
                     counts_row.sent_once += size
-            used[ident] += 1
+            used[ident] = used.get(ident, 0) + 1
             counts_row.parts += 1
             counts_row.not_sent_per_task += size
 

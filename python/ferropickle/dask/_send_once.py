@@ -19,6 +19,7 @@ import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
@@ -51,7 +52,7 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     if threshold is None or not dsk:
         return dsk, annotations
     try:
-        result = hoist(dsk, threshold, STATE.seen, _known_to_a_scheduler)
+        result = hoist(dsk, threshold, STATE.seen, _known_to_a_scheduler())
     except Exception:  # the graph is still the user's: never fail a submission over this
         logger.exception("ferropickle send-once: could not examine a graph; it is sent as is")
         return dsk, annotations
@@ -79,10 +80,14 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     return result.dsk, annotations
 
 
-def _known_to_a_scheduler(key: Any) -> bool:
-    """Whether a scheduler of this process has a task for ``key`` (read from the offload thread:
-    a dict lookup; a key created or forgotten meanwhile only changes what is hoisted)."""
-    return any(key in scheduler.tasks for scheduler in list(_scheduler_module.Scheduler._instances))
+def _known_to_a_scheduler() -> Callable[[Any], bool]:
+    """Whether a scheduler of this process has a task for a key (read from the offload thread:
+    dict lookups; a key created or forgotten meanwhile only changes what is hoisted). The
+    schedulers are listed once per graph, not once per task."""
+    tables = [scheduler.tasks for scheduler in list(_scheduler_module.Scheduler._instances)]
+    if len(tables) == 1:
+        return tables[0].__contains__
+    return lambda key: any(key in tasks for tasks in tables)
 
 
 def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:
