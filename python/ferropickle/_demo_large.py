@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -36,18 +37,20 @@ MIB = 1 << 20
 #: scheduler CPU per task at most half of stock's, tasks per second at least stock's.
 TARGETS = {"bytes": 0.05, "cpu": 0.5, "rate": 1.0}
 
-GLOBAL_SCRIPT = """
-TABLE = {i: f"{i:08d}" * 5 for i in range(20000)}
+#: ``$entries`` entries of 45 bytes each: 20,000 pickle to about as much as a 1 MiB array.
+GLOBAL_SCRIPT = string.Template("""
+TABLE = {i: f"{i:08d}" * 5 for i in range($entries)}
 
 def g(i):
-    return len(TABLE[i % 20000]) + i
-"""
+    return len(TABLE[i % $entries]) + i
+""")
 
 
-def script_function() -> Callable[[int], int]:
+def script_function(entries: int = 20000) -> Callable[[int], int]:
     """``g`` as if defined in a script run as ``__main__``: pickled by value, with ``TABLE``."""
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(GLOBAL_SCRIPT, "<script>", "exec"), namespace)
+    source = GLOBAL_SCRIPT.substitute(entries=entries)
+    exec(compile(source, "<script>", "exec"), namespace)
     return namespace["g"]  # type: ignore[no-any-return]
 
 
@@ -91,7 +94,8 @@ def _map_partial(client: Any, a: np.ndarray, n: int) -> Any:
 
 
 def _map_global(client: Any, a: np.ndarray, n: int) -> Any:
-    return client.gather(client.map(script_function(), range(n)))
+    # A global about as large as the array the other workloads carry.
+    return client.gather(client.map(script_function(max(1, 20000 * a.nbytes // MIB)), range(n)))
 
 
 def _map_blocks(client: Any, a: np.ndarray, n: int) -> Any:
@@ -120,11 +124,14 @@ def run(
     n: int,
     *,
     send_once: bool = True,
+    small: bool = False,
     n_workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Measure]:
     """Starts a fresh cluster (the plugin on the scheduler, or stock) and runs every workload
-    with ``n`` tasks, one after the other; measures by workload."""
+    with ``n`` tasks, one after the other; measures by workload. With ``small`` each task
+    carries an object of ``8 * n`` bytes instead of 1 MiB (below send-once's threshold): what
+    the scheduler spends per task whatever the content, Dask's own cost."""
     off = {} if send_once else {"DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "false"}
     cluster = ProcessCluster(
         n_workers,
@@ -136,7 +143,7 @@ def run(
     with cluster:
         client = cluster.client()
         try:
-            a = np.arange(MIB // 8, dtype=float)
+            a = np.arange(max(n, 2) if small else MIB // 8, dtype=float)
             client.run_on_scheduler(count_sent_bytes)
             for name, workload in WORKLOADS.items():
                 sent0 = client.run_on_scheduler(count_sent_bytes)
@@ -188,9 +195,11 @@ def table(
     ours: dict[str, Measure],
     off: dict[str, Measure] | None = None,
     n_workers: int = 2,
+    small: dict[str, Measure] | None = None,
 ) -> str:
     """The bytes-per-task table: stock and ferropickle side by side, with ratios (and the same
-    for ferropickle with send-once off, if given)."""
+    for ferropickle with send-once off, and stock's CPU per task with a small object, if
+    given)."""
     n = next(iter(stock.values())).n
     rows = [
         *_rows(stock, ours),
@@ -201,6 +210,19 @@ def table(
     if off is not None:
         rows += ["", "ferropickle with send-once off (threshold false), same workloads:"]
         rows += _rows(stock, off)
+    if small is not None:
+        rows += [
+            "",
+            f"stock, each task carrying {8 * max(n, 2):,} bytes instead of 1 MiB: "
+            "Dask's own scheduler CPU per task, which no pickler avoids, and so the lowest "
+            "CPU ratio send-once could reach:",
+        ]
+        for name in WORKLOADS:
+            s, o, f = stock[name], ours[name], small[name]
+            rows.append(
+                f"  {name}: {f.cpu_s / f.n * 1e6:,.0f} us/task, {f.cpu_s / s.cpu_s:.2f}x "
+                f"stock's (ferropickle: {o.cpu_s / s.cpu_s:.2f}x)"
+            )
     return "\n".join(rows)
 
 

@@ -27,7 +27,7 @@ from dask.utils import format_bytes
 from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
-from ferropickle.dask._hoist import hoist, is_send_once_key
+from ferropickle.dask._hoist import Hoisted, hoist, is_send_once_key
 from ferropickle.dask._state import STATE
 
 logger = logging.getLogger("ferropickle.dask")
@@ -58,26 +58,32 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
         return dsk, annotations
     if result.parts:
         STATE.accounting.count_sent_once(result.per_prefix)
-        _key, _size, n, path = result.parts[0]
-        tasks = sum(row.tasks for row in result.per_prefix.values())
-        prefixes = sorted(result.per_prefix)
-        named = ", ".join(prefixes[:3]) + (
-            f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else ""
-        )
         # Once per graph that hoists something new; a graph reusing what an earlier one hoisted
-        # (each call of a client.submit loop) at debug level.
-        logger.log(
-            logging.INFO if result.new else logging.DEBUG,
-            "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
-            "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
-            len(result.parts),
-            format_bytes(result.total),
-            tasks,
-            named,
-            path,
-            n,
-        )
+        # (each call of a client.submit loop) at debug level, put together only if logged.
+        level = logging.INFO if result.new else logging.DEBUG
+        if logger.isEnabledFor(level):
+            _log(level, result)
     return result.dsk, annotations
+
+
+def _log(level: int, result: Hoisted) -> None:
+    _key, _size, n, path = result.parts[0]
+    tasks = sum(row.tasks for row in result.per_prefix.values())
+    prefixes = sorted(result.per_prefix)
+    named = ", ".join(prefixes[:3]) + (
+        f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else ""
+    )
+    logger.log(
+        level,
+        "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
+        "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
+        len(result.parts),
+        format_bytes(result.total),
+        tasks,
+        named,
+        path,
+        n,
+    )
 
 
 def _known_to_a_scheduler() -> Callable[[Any], bool]:
