@@ -3,8 +3,9 @@ on a real local cluster, stock vs plugin (where send-once sends that object once
 
 Starts a ``dask scheduler`` process and two ``dask worker`` processes that cannot import
 ferropickle on 127.0.0.1, once stock and once with ``--preload ferropickle.dask`` on the
-scheduler (``benches/test_send_once.py`` adds a third run with send-once off), and runs each
-workload of `WORKLOADS`, every task of which carries the same ~1 MiB object:
+scheduler (``benches/test_send_once.py`` adds a run with send-once off, and runs of both with
+a small object in place of the large one), and runs each workload of `WORKLOADS`, every task
+of which carries the same ~1 MiB object:
 
 * ``client.map(functools.partial(operator.getitem, array_1MiB), range(n))``;
 * ``client.map(g, range(n))``, ``g`` defined in ``__main__`` reading a ~1 MiB dict global;
