@@ -384,7 +384,7 @@ def test_a_part_of_one_task_is_hoisted_when_a_later_graph_sends_the_same_content
 def test_contents_that_differ_only_where_the_fingerprint_does_not_look_get_their_own_keys():
     a = array(1.0)
     b = a.copy()
-    # Between the fingerprint's samples of a 1 MiB buffer (its edges and 64 bytes every 64 KiB).
+    # Between the fingerprint's samples of a 1 MiB buffer (its edges and one byte every 4 KiB).
     b[(8 * 65536 + 1024) // 8] += 1
     first = {("a", i): Task(("a", i), scale, a, i) for i in range(2)}
     second = {("b", i): Task(("b", i), scale, b, i) for i in range(2)}

@@ -49,16 +49,16 @@ import ferropickle
 #: first element whole), so the tasks that depend on it keep the scheduling of root tasks.
 KEY_PREFIX = "send-once"
 
-#: How many fingerprints of large parts seen in recent graphs are remembered (16 bytes each,
+#: How many fingerprints of large parts seen in recent graphs are remembered (an int each,
 #: never the parts): a part seen again is hoisted even when only one task of its graph holds it.
 _RECENT = 4096
 #: A fingerprint reads this many bytes at each end of the pickle and of each of its buffers,
-#: and _FP_STRIDES runs of _FP_RUN bytes in between: enough to tell contents apart in practice,
-#: and only ever a hint (a match is confirmed by comparing whole pickles), so it reads little:
-#: it is taken of every large part of every graph, a submit loop's included.
+#: and _FP_SAMPLES single bytes evenly spaced in between (one strided slice): enough to tell
+#: contents apart in practice, and only ever a hint (a match is confirmed by comparing whole
+#: pickles), so it reads little: it is taken of every large part of every graph, a submit
+#: loop's included.
 _FP_EDGE = 512
-_FP_STRIDES = 16
-_FP_RUN = 64
+_FP_SAMPLES = 256
 
 _ATOMS = (int, float, complex, bool, str, bytes, type(None))
 
@@ -256,7 +256,7 @@ class _Part:
     #: Whether no earlier graph had it hoisted.
     new: bool = True
     #: Its fingerprint and what `Seen` keeps of it, once some task does read it by its key.
-    known: tuple[bytes, _Known] | None = None
+    known: tuple[int, _Known] | None = None
 
 
 @dataclass(slots=True)
@@ -279,17 +279,23 @@ class Hoisted:
 
     #: The graph, rewritten (the same dict object, updated in place).
     dsk: dict[Any, Any]
-    #: One row per key added: (key, bytes of the pickle, number of tasks that now depend on
-    #: it, the path of its first site).
-    parts: list[tuple[tuple[str, int], int, int, str]]
+    #: One row per key added, largest first: (key, bytes of the pickle, number of tasks that
+    #: now depend on it, where its first site is: (inner keys, site, part)).
+    rows: list[tuple[tuple[str, int], int, int, tuple[Path, Site, Any]]]
     #: How many of those keys no earlier graph had.
     new: int
     #: Per task prefix of the rewritten tasks: what was done for them.
     per_prefix: dict[str, SentOnceRow]
 
     @property
+    def parts(self) -> list[tuple[tuple[str, int], int, int, str]]:
+        """The rows with the path of each first site written out (for the log: a submit loop's
+        graphs, logged at debug level, need not pay for the text)."""
+        return [(key, size, n, _path_text(*first, size)) for key, size, n, first in self.rows]
+
+    @property
     def total(self) -> int:
-        return sum(size for _key, size, _n, _path in self.parts)
+        return sum(size for _key, size, _n, _first in self.rows)
 
 
 def _dumps(obj: Any) -> bytes | None:
@@ -304,8 +310,12 @@ def digest_key(data: bytes) -> tuple[str, tuple[str, int]]:
     return digest, (f"{KEY_PREFIX}-{digest}", 0)
 
 
-def _fingerprint(views: list[memoryview]) -> bytes:
-    """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between."""
+def _fingerprint(views: list[memoryview]) -> int:
+    """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between.
+    Python's own hash of those bytes (SipHash, 64 bits, seeded per process): a fingerprint
+    never leaves the process, and two contents that share one only lose a recognition or
+    gain a hoist (`_same` compares whole pickles); a cryptographic hash costs more than the
+    rest of the fingerprint together."""
     pieces: list[Any] = []
     for view in views:
         n = view.nbytes
@@ -313,11 +323,10 @@ def _fingerprint(views: list[memoryview]) -> bytes:
         if n <= 4 * _FP_EDGE:
             pieces.append(view)
             continue
-        step = n // _FP_STRIDES
         pieces.append(view[:_FP_EDGE])
-        pieces += [view[i * step : i * step + _FP_RUN] for i in range(1, _FP_STRIDES)]
+        pieces.append(view[:: n // _FP_SAMPLES].tobytes())
         pieces.append(view[n - _FP_EDGE :])
-    return hashlib.blake2b(b"".join(pieces), digest_size=16).digest()
+    return hash(b"".join(pieces))
 
 
 @dataclass(frozen=True)
@@ -333,15 +342,15 @@ class _Known:
 
 
 class Seen:
-    """What recent graphs had, across graphs: fingerprints of their large parts (16 bytes each,
+    """What recent graphs had, across graphs: fingerprints of their large parts (an int each,
     never the parts), and the pickles hoisted while the scheduler still has their key (the
     very bytes objects the scheduler's DataNodes hold, not copies), so that the same content in
     a later graph is recognised by comparing pickles without hashing them again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recent: OrderedDict[bytes, None] = OrderedDict()
-        self._known: dict[bytes, _Known] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._known: dict[int, _Known] = {}
         self._why_not: OrderedDict[Any, str] = OrderedDict()
 
     def note(self, key: Any, reason: str) -> None:
@@ -357,7 +366,7 @@ class Seen:
         with self._lock:
             return self._why_not.get(key)
 
-    def remember(self, fingerprint: bytes) -> bool:
+    def remember(self, fingerprint: int) -> bool:
         """Records ``fingerprint`` as seen; returns whether it had been seen before."""
         with self._lock:
             seen = fingerprint in self._recent
@@ -367,11 +376,11 @@ class Seen:
                 self._recent.popitem(last=False)
         return seen
 
-    def known(self, fingerprint: bytes) -> _Known | None:
+    def known(self, fingerprint: int) -> _Known | None:
         with self._lock:
             return self._known.get(fingerprint)
 
-    def add(self, fingerprint: bytes, entry: _Known) -> None:
+    def add(self, fingerprint: int, entry: _Known) -> None:
         with self._lock:
             self._known[fingerprint] = entry
             if len(self._known) > _RECENT:
@@ -703,7 +712,7 @@ def hoist(
     used: dict[int, int] = {}
     nodes: dict[Any, Any] = {}
     per_prefix: dict[str, SentOnceRow] = {}
-    first_path: dict[int, str] = {}
+    first_site: dict[int, tuple[Path, Site, Any]] = {}
     sent: set[Any] = set()
 
     def decide(found: list[tuple[tuple[Path, Site], Any, bool]]) -> tuple[list[int], str | None]:
@@ -759,8 +768,7 @@ def hoist(
             ident = id(obj)
             size = len(chosen[ident].data or b"")
             if ident not in used:
-                inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
-                first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
+                first_site[ident] = (path, site, obj)
                 # Once per content new to the cluster (a key the scheduler has already is not
                 # sent again), against the prefix of the first task that reads it.
                 if chosen[ident].new and chosen[ident].key not in sent:
@@ -781,12 +789,17 @@ def hoist(
         row = rows.get(part.key)
         if row is None:
             dsk[part.key] = DataNode(part.key, part.data)
-            rows[part.key] = [part.key, len(part.data), n, first_path[ident]]
+            rows[part.key] = [part.key, len(part.data), n, first_site[ident]]
             new += part.new
         else:
             row[2] += n
     ordered = sorted((tuple(row) for row in rows.values()), key=lambda row: row[1], reverse=True)
     return Hoisted(dsk, ordered, new, per_prefix)  # type: ignore[arg-type]
+
+
+def _path_text(path: Path, site: Site, obj: Any, size: int) -> str:
+    inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
+    return f"{inside}{_label(site)} -> {_describe(obj, size)}"
 
 
 def _describe(obj: Any, size: int) -> str:

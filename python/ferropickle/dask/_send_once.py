@@ -56,7 +56,7 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     except Exception:  # the graph is still the user's: never fail a submission over this
         logger.exception("ferropickle send-once: could not examine a graph; it is sent as is")
         return dsk, annotations
-    if result.parts:
+    if result.rows:
         STATE.accounting.count_sent_once(result.per_prefix)
         # Once per graph that hoists something new; a graph reusing what an earlier one hoisted
         # (each call of a client.submit loop) at debug level, put together only if logged.
@@ -67,7 +67,8 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
 
 
 def _log(level: int, result: Hoisted) -> None:
-    _key, _size, n, path = result.parts[0]
+    parts = result.parts
+    _key, _size, n, path = parts[0]
     tasks = sum(row.tasks for row in result.per_prefix.values())
     prefixes = sorted(result.per_prefix)
     named = ", ".join(prefixes[:3]) + (
@@ -77,7 +78,7 @@ def _log(level: int, result: Hoisted) -> None:
         level,
         "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
         "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
-        len(result.parts),
+        len(parts),
         format_bytes(result.total),
         tasks,
         named,
