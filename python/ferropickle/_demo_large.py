@@ -3,8 +3,9 @@ on a real local cluster, stock vs plugin (where send-once sends that object once
 
 Starts a ``dask scheduler`` process and two ``dask worker`` processes that cannot import
 ferropickle on 127.0.0.1, once stock and once with ``--preload ferropickle.dask`` on the
-scheduler (``benches/test_send_once.py`` adds a third run with send-once off), and runs each
-workload of `WORKLOADS`, every task of which carries the same ~1 MiB object:
+scheduler (``benches/test_send_once.py`` adds a run with send-once off, and runs of both with
+a small object in place of the large one), and runs each workload of `WORKLOADS`, every task
+of which carries the same ~1 MiB object:
 
 * ``client.map(functools.partial(operator.getitem, array_1MiB), range(n))``;
 * ``client.map(g, range(n))``, ``g`` defined in ``__main__`` reading a ~1 MiB dict global;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -36,18 +38,20 @@ MIB = 1 << 20
 #: scheduler CPU per task at most half of stock's, tasks per second at least stock's.
 TARGETS = {"bytes": 0.05, "cpu": 0.5, "rate": 1.0}
 
-GLOBAL_SCRIPT = """
-TABLE = {i: f"{i:08d}" * 5 for i in range(20000)}
+#: ``$entries`` entries of 45 bytes each: 20,000 pickle to about as much as a 1 MiB array.
+GLOBAL_SCRIPT = string.Template("""
+TABLE = {i: f"{i:08d}" * 5 for i in range($entries)}
 
 def g(i):
-    return len(TABLE[i % 20000]) + i
-"""
+    return len(TABLE[i % $entries]) + i
+""")
 
 
-def script_function() -> Callable[[int], int]:
+def script_function(entries: int = 20000) -> Callable[[int], int]:
     """``g`` as if defined in a script run as ``__main__``: pickled by value, with ``TABLE``."""
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(GLOBAL_SCRIPT, "<script>", "exec"), namespace)
+    source = GLOBAL_SCRIPT.substitute(entries=entries)
+    exec(compile(source, "<script>", "exec"), namespace)
     return namespace["g"]  # type: ignore[no-any-return]
 
 
@@ -91,7 +95,8 @@ def _map_partial(client: Any, a: np.ndarray, n: int) -> Any:
 
 
 def _map_global(client: Any, a: np.ndarray, n: int) -> Any:
-    return client.gather(client.map(script_function(), range(n)))
+    # A global about as large as the array the other workloads carry.
+    return client.gather(client.map(script_function(max(1, 20000 * a.nbytes // MIB)), range(n)))
 
 
 def _map_blocks(client: Any, a: np.ndarray, n: int) -> Any:
@@ -120,11 +125,14 @@ def run(
     n: int,
     *,
     send_once: bool = True,
+    small: bool = False,
     n_workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Measure]:
     """Starts a fresh cluster (the plugin on the scheduler, or stock) and runs every workload
-    with ``n`` tasks, one after the other; measures by workload."""
+    with ``n`` tasks, one after the other; measures by workload. With ``small`` each task
+    carries an object of ``8 * n`` bytes instead of 1 MiB (below send-once's threshold): what
+    the scheduler spends per task whatever the content, Dask's own cost."""
     off = {} if send_once else {"DASK_FERROPICKLE__SEND_ONCE__THRESHOLD": "false"}
     cluster = ProcessCluster(
         n_workers,
@@ -136,7 +144,7 @@ def run(
     with cluster:
         client = cluster.client()
         try:
-            a = np.arange(MIB // 8, dtype=float)
+            a = np.arange(max(n, 2) if small else MIB // 8, dtype=float)
             client.run_on_scheduler(count_sent_bytes)
             for name, workload in WORKLOADS.items():
                 sent0 = client.run_on_scheduler(count_sent_bytes)
@@ -165,43 +173,67 @@ def equal(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
+def _rows(base: dict[str, Measure], other: dict[str, Measure]) -> list[str]:
+    """One row per workload: ``other`` beside ``base`` (stock), with the ratios."""
+    rows = [
+        "| workload | bytes/task stock | bytes/task ferropickle | ratio | sched CPU/task stock "
+        "| ferropickle | ratio | tasks/s stock | ferropickle | ratio | results identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in WORKLOADS:
+        s, o = base[name], other[name]
+        rows.append(
+            f"| {name} | {s.sent / s.n:,.0f} | {o.sent / o.n:,.0f} | {o.sent / s.sent:.3f}x "
+            f"| {s.cpu_s / s.n * 1e6:,.0f} us | {o.cpu_s / o.n * 1e6:,.0f} us "
+            f"| {o.cpu_s / s.cpu_s:.2f}x | {s.n / s.wall_s:,.0f} | {o.n / o.wall_s:,.0f} "
+            f"| {s.wall_s / o.wall_s:.2f}x | {'yes' if equal(s.results, o.results) else 'NO'} |"
+        )
+    return rows
+
+
 def table(
     stock: dict[str, Measure],
     ours: dict[str, Measure],
     off: dict[str, Measure] | None = None,
     n_workers: int = 2,
+    small: dict[str, Measure] | None = None,
+    small_ours: dict[str, Measure] | None = None,
 ) -> str:
-    """The bytes-per-task table: stock and ferropickle side by side, with ratios."""
-    rows = [
-        "| workload | bytes/task stock | bytes/task ferropickle | ratio | sched CPU/task stock "
-        "| ferropickle | ratio | tasks/s stock | ferropickle | results identical |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for name in WORKLOADS:
-        s, o = stock[name], ours[name]
-        rows.append(
-            f"| {name} | {s.sent / s.n:,.0f} | {o.sent / o.n:,.0f} | {o.sent / s.sent:.3f}x "
-            f"| {s.cpu_s / s.n * 1e6:,.0f} us | {o.cpu_s / o.n * 1e6:,.0f} us "
-            f"| {o.cpu_s / s.cpu_s:.2f}x | {s.n / s.wall_s:,.0f} | {o.n / o.wall_s:,.0f} "
-            f"| {'yes' if equal(s.results, o.results) else 'NO'} |"
-        )
+    """The bytes-per-task table: stock and ferropickle side by side, with ratios (and the same
+    for ferropickle with send-once off, and the CPU per task with a small object, stock and
+    ferropickle, if given)."""
     n = next(iter(stock.values())).n
-    rows.append(
+    rows = [
+        *_rows(stock, ours),
         f"targets: bytes/task <= {TARGETS['bytes']:.0%} of stock's, scheduler CPU <= "
         f"{TARGETS['cpu']}x stock's, tasks/s >= stock's ({n:,} tasks per workload, "
-        f"{n_workers} worker processes without ferropickle)"
-    )
+        f"{n_workers} worker processes without ferropickle)",
+    ]
     if off is not None:
-        rows.append("")
-        rows.append("ferropickle with send-once off (threshold false), same workloads:")
+        rows += ["", "ferropickle with send-once off (threshold false), same workloads:"]
+        rows += _rows(stock, off)
+    if small is not None:
+        rows += [
+            "",
+            f"each task carrying {8 * max(n, 2):,} bytes instead of 1 MiB: the scheduler's CPU "
+            "per task that does not depend on the content (Dask's own, and the plugin's), so "
+            "the lowest CPU ratio send-once could reach; 'content' is what the 1 MiB still "
+            "costs per task:",
+        ]
         for name in WORKLOADS:
-            s, x = stock[name], off[name]
-            rows.append(
-                f"  {name}: {x.sent / x.n:,.0f} bytes/task, scheduler CPU "
-                f"{x.cpu_s / x.n * 1e6:,.0f} us/task ({x.cpu_s / s.cpu_s:.2f}x stock), "
-                f"{x.n / x.wall_s:,.0f} tasks/s, results "
-                f"{'identical' if equal(s.results, x.results) else 'DIFFERENT'}"
+            s, f = stock[name], small[name]
+            line = (
+                f"  {name}: stock {f.cpu_s / f.n * 1e6:,.0f} us/task ({f.cpu_s / s.cpu_s:.2f}x "
+                f"stock's with 1 MiB; content {(s.cpu_s - f.cpu_s) / s.n * 1e6:,.0f} us)"
             )
+            if small_ours is not None:
+                o, g = ours[name], small_ours[name]
+                line += (
+                    f", ferropickle {g.cpu_s / g.n * 1e6:,.0f} us/task ({g.cpu_s / s.cpu_s:.2f}x;"
+                    f" content {(o.cpu_s - g.cpu_s) / o.n * 1e6:,.0f} us, at "
+                    f"{o.cpu_s / s.cpu_s:.2f}x)"
+                )
+            rows.append(line)
     return "\n".join(rows)
 
 

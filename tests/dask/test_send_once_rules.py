@@ -207,6 +207,22 @@ def test_a_part_inside_a_fused_subgraph_is_hoisted_and_read_as_one_of_its_inputs
     assert all(dsk[("second", i)].dependencies == {key} for i in range(3))
 
 
+def test_fused_tasks_alike_but_for_one_that_holds_the_part_twice_are_decided_apart():
+    """The tasks of a fused map share one decision only where they hold the same objects at
+    the same places: the one whose second inner task holds the part too keeps it (one object
+    serves both places), the others read it by its key."""
+    a = array(3.0)
+    dsk = {}
+    for i in range(3):
+        first = Task(("first", i), scale, a, i)
+        second = Task(("second", i), same, a if i == 0 else 0.0, TaskRef(("first", i)))
+        dsk[("second", i)] = Task.fuse(first, second)
+    check(dsk, [*dsk])
+    [key] = hoisted_keys(dsk)
+    assert dsk[("second", 0)].dependencies == set()
+    assert dsk[("second", 1)].dependencies == dsk[("second", 2)].dependencies == {key}
+
+
 def test_a_fused_subgraph_with_a_node_that_is_not_examined_is_left_as_sent():
     """A fused subgraph's inner ``DataNode`` was not examined, so an object it shares with a
     sibling task was hoisted from that task alone: the task got a copy where it had one
@@ -368,7 +384,7 @@ def test_a_part_of_one_task_is_hoisted_when_a_later_graph_sends_the_same_content
 def test_contents_that_differ_only_where_the_fingerprint_does_not_look_get_their_own_keys():
     a = array(1.0)
     b = a.copy()
-    # Between the fingerprint's samples of a 1 MiB buffer (its edges and 256 bytes every 64 KiB).
+    # Between the fingerprint's samples of a 1 MiB buffer (its edges and one byte every 4 KiB).
     b[(8 * 65536 + 1024) // 8] += 1
     first = {("a", i): Task(("a", i), scale, a, i) for i in range(2)}
     second = {("b", i): Task(("b", i), scale, b, i) for i in range(2)}

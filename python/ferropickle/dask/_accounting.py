@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dask._task_spec import GraphNode
@@ -44,9 +44,6 @@ class PrefixRow:
     nbytes: int = 0
     ns: int = 0
     largest: int = 0
-
-    def copy(self) -> PrefixRow:
-        return PrefixRow(self.dumps, self.nbytes, self.ns, self.largest)
 
 
 def total(rows: list[tuple[str, PrefixRow]]) -> PrefixRow:
@@ -157,17 +154,17 @@ class Accounting:
     def sent_once(self) -> list[tuple[str, SentOnceRow]]:
         """A copy of what send-once did per task prefix, in the order first seen."""
         with self._lock:
-            return [(prefix, row.copy()) for prefix, row in self._sent_once.items()]
+            return [(prefix, replace(row)) for prefix, row in self._sent_once.items()]
 
     def tasks(self) -> list[tuple[str, PrefixRow]]:
         """A copy of every task prefix's row, in the order the prefixes were first seen."""
         with self._lock:
-            return [(prefix, row.copy()) for prefix, row in self._tasks.items()]
+            return [(prefix, replace(row)) for prefix, row in self._tasks.items()]
 
     def messages(self) -> list[tuple[str, PrefixRow]]:
         """A copy of the row of every other message type, ``(dict)``, ``(LLGExpr)``, ..."""
         with self._lock:
-            return [(name, row.copy()) for name, row in self._messages.items()]
+            return [(name, replace(row)) for name, row in self._messages.items()]
 
     def reset(self) -> None:
         """Forgets every row and every explained pickle."""

@@ -32,7 +32,7 @@ import inspect
 import pickle
 import threading
 import types
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,14 +49,16 @@ import ferropickle
 #: first element whole), so the tasks that depend on it keep the scheduling of root tasks.
 KEY_PREFIX = "send-once"
 
-#: How many fingerprints of large parts seen in recent graphs are remembered (16 bytes each,
+#: How many fingerprints of large parts seen in recent graphs are remembered (an int each,
 #: never the parts): a part seen again is hoisted even when only one task of its graph holds it.
 _RECENT = 4096
 #: A fingerprint reads this many bytes at each end of the pickle and of each of its buffers,
-#: and _FP_STRIDES runs of 256 bytes in between: enough to tell contents apart in practice, and
-#: only ever a hint (a match is confirmed by comparing whole pickles).
-_FP_EDGE = 4096
-_FP_STRIDES = 16
+#: and _FP_SAMPLES single bytes evenly spaced in between (one strided slice): enough to tell
+#: contents apart in practice, and only ever a hint (a match is confirmed by comparing whole
+#: pickles), so it reads little: it is taken of every large part of every graph, a submit
+#: loop's included.
+_FP_EDGE = 512
+_FP_SAMPLES = 256
 
 _ATOMS = (int, float, complex, bool, str, bytes, type(None))
 
@@ -99,6 +101,8 @@ def _by_value(func: types.FunctionType) -> bool:
 
 
 def _is_coroutine(func: Any) -> bool:
+    if type(func) is types.BuiltinFunctionType:  # ``operator.getitem``: no code, no marker
+        return False
     target = func.func if isinstance(func, functools.partial) else func
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(func)
 
@@ -252,7 +256,7 @@ class _Part:
     #: Whether no earlier graph had it hoisted.
     new: bool = True
     #: Its fingerprint and what `Seen` keeps of it, once some task does read it by its key.
-    known: tuple[bytes, _Known] | None = None
+    known: tuple[int, _Known] | None = None
 
 
 @dataclass(slots=True)
@@ -268,9 +272,6 @@ class SentOnceRow:
     not_sent_per_task: int = 0
     sent_once: int = 0
 
-    def copy(self) -> SentOnceRow:
-        return SentOnceRow(self.tasks, self.parts, self.not_sent_per_task, self.sent_once)
-
 
 @dataclass
 class Hoisted:
@@ -278,17 +279,23 @@ class Hoisted:
 
     #: The graph, rewritten (the same dict object, updated in place).
     dsk: dict[Any, Any]
-    #: One row per key added: (key, bytes of the pickle, number of tasks that now depend on
-    #: it, the path of its first site).
-    parts: list[tuple[tuple[str, int], int, int, str]]
+    #: One row per key added, largest first: (key, bytes of the pickle, number of tasks that
+    #: now depend on it, where its first site is: (inner keys, site, part)).
+    rows: list[tuple[tuple[str, int], int, int, tuple[Path, Site, Any]]]
     #: How many of those keys no earlier graph had.
     new: int
     #: Per task prefix of the rewritten tasks: what was done for them.
     per_prefix: dict[str, SentOnceRow]
 
     @property
+    def parts(self) -> list[tuple[tuple[str, int], int, int, str]]:
+        """The rows with the path of each first site written out (for the log: a submit loop's
+        graphs, logged at debug level, need not pay for the text)."""
+        return [(key, size, n, _path_text(*first, size)) for key, size, n, first in self.rows]
+
+    @property
     def total(self) -> int:
-        return sum(size for _key, size, _n, _path in self.parts)
+        return sum(size for _key, size, _n, _first in self.rows)
 
 
 def _dumps(obj: Any) -> bytes | None:
@@ -303,21 +310,23 @@ def digest_key(data: bytes) -> tuple[str, tuple[str, int]]:
     return digest, (f"{KEY_PREFIX}-{digest}", 0)
 
 
-def _fingerprint(views: list[memoryview]) -> bytes:
-    """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between."""
-    h = hashlib.blake2b(digest_size=16)
+def _fingerprint(views: list[memoryview]) -> int:
+    """A cheap hash of a pickle and its buffers: their sizes, their edges and samples between.
+    Python's own hash of those bytes (SipHash, 64 bits, seeded per process): a fingerprint
+    never leaves the process, and two contents that share one only lose a recognition or
+    gain a hoist (`_same` compares whole pickles); a cryptographic hash costs more than the
+    rest of the fingerprint together."""
+    pieces: list[Any] = []
     for view in views:
         n = view.nbytes
-        h.update(n.to_bytes(8, "little"))
+        pieces.append(n.to_bytes(8, "little"))
         if n <= 4 * _FP_EDGE:
-            h.update(view)
+            pieces.append(view)
             continue
-        h.update(view[:_FP_EDGE])
-        h.update(view[n - _FP_EDGE :])
-        step = n // _FP_STRIDES
-        for i in range(1, _FP_STRIDES):
-            h.update(view[i * step : i * step + 256])
-    return h.digest()
+        pieces.append(view[:_FP_EDGE])
+        pieces.append(view[:: n // _FP_SAMPLES].tobytes())
+        pieces.append(view[n - _FP_EDGE :])
+    return hash(b"".join(pieces))
 
 
 @dataclass(frozen=True)
@@ -333,15 +342,15 @@ class _Known:
 
 
 class Seen:
-    """What recent graphs had, across graphs: fingerprints of their large parts (16 bytes each,
+    """What recent graphs had, across graphs: fingerprints of their large parts (an int each,
     never the parts), and the pickles hoisted while the scheduler still has their key (the
     very bytes objects the scheduler's DataNodes hold, not copies), so that the same content in
     a later graph is recognised by comparing pickles without hashing them again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recent: OrderedDict[bytes, None] = OrderedDict()
-        self._known: dict[bytes, _Known] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._known: dict[int, _Known] = {}
         self._why_not: OrderedDict[Any, str] = OrderedDict()
 
     def note(self, key: Any, reason: str) -> None:
@@ -357,7 +366,7 @@ class Seen:
         with self._lock:
             return self._why_not.get(key)
 
-    def remember(self, fingerprint: bytes) -> bool:
+    def remember(self, fingerprint: int) -> bool:
         """Records ``fingerprint`` as seen; returns whether it had been seen before."""
         with self._lock:
             seen = fingerprint in self._recent
@@ -367,11 +376,11 @@ class Seen:
                 self._recent.popitem(last=False)
         return seen
 
-    def known(self, fingerprint: bytes) -> _Known | None:
+    def known(self, fingerprint: int) -> _Known | None:
         with self._lock:
             return self._known.get(fingerprint)
 
-    def add(self, fingerprint: bytes, entry: _Known) -> None:
+    def add(self, fingerprint: int, entry: _Known) -> None:
         with self._lock:
             self._known[fingerprint] = entry
             if len(self._known) > _RECENT:
@@ -601,16 +610,13 @@ def _rewrite_node(
         return _rewrite(node, {site: key for (_path, site), key in replace.items()}, nodes)
     inner_dsk, outkey, inkeys, *dependencies = node.args
     inner_dsk = dict(inner_dsk)
+    by_name: dict[Any, dict[tuple[Path, Site], tuple[str, int]]] = {}
+    for (path, site), key in replace.items():
+        by_name.setdefault(path[0], {})[(path[1:], site)] = key
     needed: dict[tuple[str, int], None] = {}
-    for name, task in list(inner_dsk.items()):
-        mine = {
-            (path[1:], site): key
-            for (path, site), key in replace.items()
-            if path and path[0] == name
-        }
-        if mine:
-            inner_dsk[name] = _rewrite_node(task, mine, nodes)
-            needed.update(dict.fromkeys(mine.values()))
+    for name, mine in by_name.items():
+        inner_dsk[name] = _rewrite_node(inner_dsk[name], mine, nodes)
+        needed.update(dict.fromkeys(mine.values()))
     # The subgraph reads a hoisted key like its other inputs: named in inkeys, passed as a
     # dependency of the fused task.
     added = tuple(key for key in needed if key not in inkeys)
@@ -673,9 +679,17 @@ def hoist(
         return Hoisted(dsk, [], 0, {})
 
     reaches: dict[int, _Reach] = {}
+    # What the graph holds is alive while it is examined: ids are stable keys of these caches.
+    free: dict[int, bool] = {}
+
+    def identity_free(obj: Any) -> bool:
+        result = free.get(id(obj))
+        if result is None:
+            result = free[id(obj)] = _identity_free(obj)
+        return result
 
     def reach(obj: Any) -> frozenset[int] | None:
-        if _identity_free(obj):
+        if identity_free(obj):
             return frozenset()
         known = reaches.get(id(obj))
         if known is None:
@@ -685,7 +699,7 @@ def hoist(
     overlaps: dict[tuple[int, int], bool] = {}
 
     def overlap(a: Any, b: Any) -> bool:
-        if _identity_free(b) or _identity_free(a):  # without pickling either
+        if identity_free(b) or identity_free(a):  # without pickling either
             return False
         pair = (id(a), id(b))
         result = overlaps.get(pair)
@@ -695,70 +709,72 @@ def hoist(
             result = overlaps[pair] = ra is None or rb is None or not ra.isdisjoint(rb)
         return result
 
-    used: Counter[int] = Counter()
+    used: dict[int, int] = {}
     nodes: dict[Any, Any] = {}
     per_prefix: dict[str, SentOnceRow] = {}
-    first_path: dict[int, str] = {}
+    first_site: dict[int, tuple[Path, Site, Any]] = {}
     sent: set[Any] = set()
 
-    def decide(
-        found: list[tuple[tuple[Path, Site], Any, bool]],
-    ) -> tuple[list[tuple[Any, Any]], str | None]:
+    def decide(found: list[tuple[tuple[Path, Site], Any, bool]]) -> tuple[list[int], str | None]:
         # Identity is kept per node: what one pickle (one task message) holds is one object on
         # the worker, so a hoisted part must be the only place the node holds it, and share
-        # no object with the rest of the node. Returns the parts kept, and why one was not.
-        counts = Counter(id(obj) for _where, obj, _may in found)
+        # no object with the rest of the node. Returns the positions in ``found`` of the parts
+        # kept, and why one was not.
+        counts: dict[int, int] = {}
+        for _where, obj, _may in found:
+            counts[id(obj)] = counts.get(id(obj), 0) + 1
         why_not = None
         if any(may and id(obj) in chosen and counts[id(obj)] > 1 for _w, obj, may in found):
             why_not = TWICE
         hoisted = [
-            (where, obj)
-            for where, obj, may in found
+            i
+            for i, (_where, obj, may) in enumerate(found)
             if may and id(obj) in chosen and counts[id(obj)] == 1
         ]
         if not hoisted:
             return [], why_not
-        places = {where for where, _obj in hoisted}
-        rest = [obj for where, obj, _may in found if where not in places]
+        rest = [obj for i, (_where, obj, _may) in enumerate(found) if i not in hoisted]
         keep = []
-        for where, obj in hoisted:
+        for i in hoisted:
+            obj = found[i][1]
             if any(overlap(obj, other) for other in rest) or any(
-                other is not obj and overlap(obj, other) for _w, other in hoisted
+                found[j][1] is not obj and overlap(obj, found[j][1]) for j in hoisted
             ):
                 why_not = SHARES_OBJECTS
                 continue
-            keep.append((where, obj))
+            keep.append(i)
         return keep, why_not
 
     # The tasks of a map hold the same parts at the same places: decide once per such shape.
-    decisions: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], dict[Any, Any], str | None]] = {}
+    # A decision depends only on which object is where (and may be hoisted), so the shape names
+    # places by position: the tasks of a fused map (whose inner keys differ) share it too.
+    decisions: dict[tuple[Any, ...], tuple[list[int], str | None]] = {}
     for node, found in holders:
-        shape = tuple((where, id(obj)) for where, obj, _may in found)
+        shape = tuple((where[1], id(obj), may) for where, obj, may in found)
         decided = decisions.get(shape)
         if decided is None:
-            keep, why_not = decide(found)
-            replace = {where: _key_of(chosen[id(obj)]) for where, obj in keep}
-            decided = decisions[shape] = (keep, replace, why_not)
-        keep, replace, why_not = decided
+            decided = decisions[shape] = decide(found)
+        kept, why_not = decided
         if why_not is not None:
             seen.note(node.key, why_not)
-        if not keep:
+        if not kept:
             continue
+        keep = [(found[i][0], found[i][1]) for i in kept]
+        replace = {where: _key_of(chosen[id(obj)]) for where, obj in keep}
         dsk[node.key] = _rewrite_node(node, replace, nodes)
         counts_row = per_prefix.setdefault(key_split(node.key), SentOnceRow())
         counts_row.tasks += 1
         for (path, site), obj in keep:
             ident = id(obj)
             size = len(chosen[ident].data or b"")
-            if used[ident] == 0:
-                inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
-                first_path[ident] = f"{inside}{_label(site)} -> {_describe(obj, size)}"
+            if ident not in used:
+                first_site[ident] = (path, site, obj)
                 # Once per content new to the cluster (a key the scheduler has already is not
                 # sent again), against the prefix of the first task that reads it.
                 if chosen[ident].new and chosen[ident].key not in sent:
                     sent.add(chosen[ident].key)
                     counts_row.sent_once += size
-            used[ident] += 1
+            used[ident] = used.get(ident, 0) + 1
             counts_row.parts += 1
             counts_row.not_sent_per_task += size
 
@@ -773,12 +789,17 @@ def hoist(
         row = rows.get(part.key)
         if row is None:
             dsk[part.key] = DataNode(part.key, part.data)
-            rows[part.key] = [part.key, len(part.data), n, first_path[ident]]
+            rows[part.key] = [part.key, len(part.data), n, first_site[ident]]
             new += part.new
         else:
             row[2] += n
     ordered = sorted((tuple(row) for row in rows.values()), key=lambda row: row[1], reverse=True)
     return Hoisted(dsk, ordered, new, per_prefix)  # type: ignore[arg-type]
+
+
+def _path_text(path: Path, site: Site, obj: Any, size: int) -> str:
+    inside = "".join(f"Task.args[0][{_short(name)}] -> " for name in path)
+    return f"{inside}{_label(site)} -> {_describe(obj, size)}"
 
 
 def _describe(obj: Any, size: int) -> str:

@@ -19,13 +19,15 @@ import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
 from dask.utils import format_bytes
+from distributed.core import Status
 from tornado.ioloop import PeriodicCallback
 
-from ferropickle.dask._hoist import hoist, is_send_once_key
+from ferropickle.dask._hoist import Hoisted, hoist, is_send_once_key
 from ferropickle.dask._state import STATE
 
 logger = logging.getLogger("ferropickle.dask")
@@ -40,6 +42,7 @@ _SWEEP_MS = 500
 #: depend on it still exist): long enough for the next call of a ``client.submit`` loop to find
 #: it, short enough that workers don't keep it along with results that are kept for long.
 GRACE_S = 5.0
+_CLOSED = (Status.closing, Status.closed, Status.failed)
 
 
 def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
@@ -49,38 +52,49 @@ def _materialize_graph(*args: Any, **kwargs: Any) -> Any:
     if threshold is None or not dsk:
         return dsk, annotations
     try:
-        result = hoist(dsk, threshold, STATE.seen, _known_to_a_scheduler)
+        result = hoist(dsk, threshold, STATE.seen, _known_to_a_scheduler())
     except Exception:  # the graph is still the user's: never fail a submission over this
         logger.exception("ferropickle send-once: could not examine a graph; it is sent as is")
         return dsk, annotations
-    if result.parts:
+    if result.rows:
         STATE.accounting.count_sent_once(result.per_prefix)
-        _key, _size, n, path = result.parts[0]
-        tasks = sum(row.tasks for row in result.per_prefix.values())
-        prefixes = sorted(result.per_prefix)
-        named = ", ".join(prefixes[:3]) + (
-            f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else ""
-        )
         # Once per graph that hoists something new; a graph reusing what an earlier one hoisted
-        # (each call of a client.submit loop) at debug level.
-        logger.log(
-            logging.INFO if result.new else logging.DEBUG,
-            "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
-            "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
-            len(result.parts),
-            format_bytes(result.total),
-            tasks,
-            named,
-            path,
-            n,
-        )
+        # (each call of a client.submit loop) at debug level, put together only if logged.
+        level = logging.INFO if result.new else logging.DEBUG
+        if logger.isEnabledFor(level):
+            _log(level, result)
     return result.dsk, annotations
 
 
-def _known_to_a_scheduler(key: Any) -> bool:
-    """Whether a scheduler of this process has a task for ``key`` (read from the offload thread:
-    a dict lookup; a key created or forgotten meanwhile only changes what is hoisted)."""
-    return any(key in scheduler.tasks for scheduler in list(_scheduler_module.Scheduler._instances))
+def _log(level: int, result: Hoisted) -> None:
+    parts = result.parts
+    _key, _size, n, path = parts[0]
+    tasks = sum(row.tasks for row in result.per_prefix.values())
+    prefixes = sorted(result.per_prefix)
+    named = ", ".join(prefixes[:3]) + (
+        f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else ""
+    )
+    logger.log(
+        level,
+        "ferropickle send-once: %d part(s), %s in all, sent once per worker instead of "
+        "with each of %d task(s) of %s; largest %s, shared by %d task(s)",
+        len(parts),
+        format_bytes(result.total),
+        tasks,
+        named,
+        path,
+        n,
+    )
+
+
+def _known_to_a_scheduler() -> Callable[[Any], bool]:
+    """Whether a scheduler of this process has a task for a key (read from the offload thread:
+    dict lookups; a key created or forgotten meanwhile only changes what is hoisted). The
+    schedulers are listed once per graph, not once per task."""
+    tables = [scheduler.tasks for scheduler in list(_scheduler_module.Scheduler._instances)]
+    if len(tables) == 1:
+        return tables[0].__contains__
+    return lambda key: any(key in tasks for tasks in tables)
 
 
 def _set_priorities(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -110,9 +124,30 @@ def _hold(scheduler: Any, keys: list[Any]) -> None:
     (released by its client, cancelled, or cleared by ``client.restart()``)."""
     scheduler.client_desires_keys(keys=keys, client=HOLDER)
     if HOLDER not in scheduler.periodic_callbacks:
-        callback = PeriodicCallback(functools.partial(_sweep, scheduler, {}), _SWEEP_MS)
+        callback = _Sweep(scheduler)
         scheduler.periodic_callbacks[HOLDER] = callback
         callback.start()
+
+
+class _Sweep(PeriodicCallback):
+    """The periodic `_sweep` of one scheduler. A server stops its periodic callbacks when it
+    closes, and only then: stopping lets go of the pickles kept for recognition whose keys no
+    other scheduler of this process has (a ``LocalCluster`` closed while the plugin stays
+    installed must not keep them until `uninstall`). A scheduler plugin's ``close`` would do
+    the same, but the scheduler calls every plugin on every transition of every task."""
+
+    def __init__(self, scheduler: Any) -> None:
+        super().__init__(functools.partial(_sweep, scheduler, {}), _SWEEP_MS)
+        self.scheduler = scheduler
+
+    def stop(self) -> None:
+        super().stop()
+        others = [
+            other
+            for other in list(_scheduler_module.Scheduler._instances)
+            if other is not self.scheduler and other.status not in _CLOSED
+        ]
+        STATE.seen.forget_unless(lambda key: any(key in other.tasks for other in others))
 
 
 def _sweep(scheduler: Any, idle_since: dict[Any, float]) -> None:

@@ -4,8 +4,11 @@ the client's pickles apart from the scheduler's task messages."""
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 
+import numpy as np
 import pytest
 from cluster_support import check_graphs, local_cluster, seed_expected
 from distributed import Client
@@ -13,6 +16,7 @@ from distributed import Client
 import ferropickle
 import ferropickle.dask as ferro_dask
 from ferropickle import _demo
+from ferropickle.dask._state import STATE
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +68,17 @@ def test_a_local_clusters_report_keeps_the_clients_pickles_apart_and_says_so():
         "messages that are not tasks, apart from the task prefixes above (a Client lives in "
         "this process too: its graphs and calls are among them)" in text
     ), text
+
+
+def test_closing_a_local_cluster_lets_go_of_the_pickles_kept_to_recognise_content():
+    """While installed, send-once keeps each hoisted pickle (to recognise the same content in a
+    later graph) as long as its scheduler has the key; a scheduler that closes, here with the
+    futures still held, must not leave them kept until ``uninstall``."""
+    assert ferro_dask.install()
+    a = np.arange((1 << 20) // 8, dtype=float)
+    with local_cluster() as cluster, Client(cluster) as client:
+        futures = client.map(functools.partial(operator.getitem, a), range(20))
+        assert client.gather(futures) == list(a[:20])
+        assert STATE.seen.holds() == 1
+    assert ferro_dask.installed()
+    assert STATE.seen.holds() == 0
