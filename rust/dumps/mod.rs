@@ -42,6 +42,7 @@ mod lookup;
 mod memo;
 mod obtype;
 mod types;
+mod watch;
 
 use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
