@@ -46,6 +46,17 @@ pub enum Kind {
         module: Py<PyString>,
         qualname: Py<PyString>,
     },
+    /// CPython 3.15+: a name with private parts (`A.__m`) that only its mangled form
+    /// (`A._A__m`) leads to, which `save_global` looks up and writes. cloudpickle writes a
+    /// function or class of that kind by value (it looks the name up as it is):
+    /// `cloudpickle_by_value`, and the writer picks the form its stream is in.
+    Mangled {
+        module: Py<PyString>,
+        /// The name as read (`__qualname__`, or what `__reduce__` returned).
+        qualname: Py<PyString>,
+        mangled: Py<PyString>,
+        cloudpickle_by_value: bool,
+    },
     /// Pickled by value (see `types/by_value.rs`): defined in `__main__`, in a
     /// module registered with `cloudpickle.register_pickle_by_value`, or not importable.
     ByValue,
@@ -58,7 +69,46 @@ impl Kind {
                 module: module.clone_ref(py),
                 qualname: qualname.clone_ref(py),
             },
+            Kind::Mangled {
+                module,
+                qualname,
+                mangled,
+                cloudpickle_by_value,
+            } => Kind::Mangled {
+                module: module.clone_ref(py),
+                qualname: qualname.clone_ref(py),
+                mangled: mangled.clone_ref(py),
+                cloudpickle_by_value: *cloudpickle_by_value,
+            },
             Kind::ByValue => Kind::ByValue,
+        }
+    }
+
+    /// The module and the name as read, of a by-reference kind.
+    fn names(&self) -> Option<(&Py<PyString>, &Py<PyString>)> {
+        match self {
+            Kind::ByRef { module, qualname }
+            | Kind::Mangled {
+                module, qualname, ..
+            } => Some((module, qualname)),
+            Kind::ByValue => None,
+        }
+    }
+
+    /// The same kind for `module` and `qualname` (equal to this one's, maybe other objects).
+    fn with_names(self, module: Py<PyString>, qualname: Py<PyString>) -> Kind {
+        match self {
+            Kind::Mangled {
+                mangled,
+                cloudpickle_by_value,
+                ..
+            } => Kind::Mangled {
+                module,
+                qualname,
+                mangled,
+                cloudpickle_by_value,
+            },
+            _ => Kind::ByRef { module, qualname },
         }
     }
 }
@@ -292,9 +342,7 @@ pub fn cached<'py>(
         (entry.kind.clone_ref(py), anchor, entry.id, stamped)
     };
     // Checked outside the lock: a dict lookup may call a key's `__eq__`.
-    let Kind::ByRef { module, qualname } = &kind else {
-        return None;
-    };
+    let (module, qualname) = kind.names()?;
     // The common case, without attribute lookups: the very objects remembered.
     // SAFETY: `obj` is live; the pointers read are only compared, never dereferenced.
     let same = unsafe { module_and_qualname_fields(py, obj.as_ptr()) }.is_some_and(|(m, q)| {
@@ -331,10 +379,7 @@ pub fn cached<'py>(
     anchor.holds(py, &module_now, obj)?;
     // The objects read now are the ones written, as `save_global` writes what it just read:
     // whether two globals share a memo entry for a name depends on which str object it is.
-    Some(Kind::ByRef {
-        module: module_now.unbind(),
-        qualname: name_now.unbind(),
-    })
+    Some(kind.with_names(module_now.unbind(), name_now.unbind()))
 }
 
 /// Marks `obj`'s entry as checked at `epoch`, if it is still the entry `id` (a check may run
@@ -463,6 +508,10 @@ fn compute(
         Some(n) => n.clone(),
         None => qualname_of(py, obj)?,
     };
+    let mangled = mangled_name(py, &qualname)?;
+    // Anything but a function or class is found by the name `pickle` looks up (cloudpickle
+    // leaves it to `pickle`'s `save_global`).
+    let private = !dynamic_ok && mangled.is_some();
     let module_attr = obj.getattr_opt(pyo3::intern!(py, "__module__"))?;
     // `__module__` unset or `None`: found by a scan of `sys.modules` (`_whichmodule` for
     // cloudpickle, which gives up with `None`; `pickle.whichmodule` for the rest).
@@ -481,7 +530,7 @@ fn compute(
             lookup
                 .whichmodule
                 .bind(py)
-                .call1((obj, &qualname))?
+                .call1((obj, mangled.as_ref().unwrap_or(&qualname)))?
                 .cast_into()?,
             true,
         ),
@@ -510,51 +559,25 @@ fn compute(
         },
     };
     let module_addr = module.as_ptr() as usize;
-    let mut found = module.clone();
-    let mut path = Vec::new();
-    for part in qualname.to_str()?.split('.') {
-        if part == "<locals>" {
-            if dynamic_ok {
-                return Ok((Kind::ByValue, None));
-            }
-            return Err(pickling_error(format!(
-                "Can't pickle local object {}",
-                obj.repr()?
-            )));
-        }
-        match found.getattr_opt(part)? {
-            Some(next) => {
-                path.push(PyString::intern(py, part).unbind());
-                found = next
-            }
-            None if dynamic_ok => return Ok((Kind::ByValue, None)),
-            None if cfg!(Py_3_14) => {
-                return Err(pickling_error(format!(
-                    "Can't pickle {}: it's not found as {modname}.{qualname}",
-                    obj.repr()?,
-                )))
-            }
-            None => {
-                return Err(pickling_error(format!(
-                    "Can't pickle {}: attribute lookup {} on {} failed",
-                    obj.repr()?,
-                    qualname,
-                    modname
-                )))
+    // The name `save_global` looks up (3.15 mangles private parts).
+    let lookup_name = mangled.clone().unwrap_or_else(|| qualname.clone());
+    let first = if private { &lookup_name } else { &qualname };
+    let (path, mangled) = match walk(py, &module, first.to_str()?)? {
+        Walk::Found { found, path } if found.is(obj) => (path, mangled.filter(|_| private)),
+        _ if dynamic_ok => {
+            // cloudpickle looks the name up as it is and goes by value; 3.15's `pickle` finds
+            // a private function or class (`A.__m`) by its mangled name (`A._A__m`).
+            let walked = match &mangled {
+                Some(m) if !scanned => walk(py, &module, m.to_str()?)?,
+                _ => Walk::Missing,
+            };
+            match walked {
+                Walk::Found { found, path } if found.is(obj) => (path, mangled),
+                _ => return Ok((Kind::ByValue, None)),
             }
         }
-    }
-    if !found.is(obj) {
-        if dynamic_ok {
-            return Ok((Kind::ByValue, None));
-        }
-        return Err(pickling_error(format!(
-            "Can't pickle {}: it's not the same object as {}.{}",
-            obj.repr()?,
-            modname,
-            qualname
-        )));
-    }
+        walked => return Err(not_found(obj, modname, &lookup_name, walked)?),
+    };
     // cloudpickle's `_is_registered_pickle_by_value(module)`: by the found module's own
     // `__name__`, which may no longer be its key in `sys.modules`.
     let mut module_name_seen = None;
@@ -570,15 +593,107 @@ fn compute(
         path,
         module_name: module_name_seen,
     });
-    Ok((
-        Kind::ByRef {
-            // The very `__module__` object, as `save_global` writes it: two globals share a memo
-            // entry for their module name only when they share that object.
-            module: module_name.clone().unbind(),
+    // The very `__module__` object, as `save_global` writes it: two globals share a memo entry
+    // for their module name only when they share that object.
+    let module = module_name.clone().unbind();
+    let kind = match mangled {
+        None => Kind::ByRef {
+            module,
             qualname: qualname.unbind(),
         },
-        anchor,
-    ))
+        Some(mangled) => Kind::Mangled {
+            module,
+            qualname: qualname.unbind(),
+            mangled: mangled.unbind(),
+            cloudpickle_by_value: dynamic_ok,
+        },
+    };
+    Ok((kind, anchor))
+}
+
+/// Where a walk of a dotted name from a module ended.
+enum Walk<'py> {
+    /// Every part found: what the last one is, and the parts.
+    Found {
+        found: Bound<'py, PyAny>,
+        path: Vec<Py<PyString>>,
+    },
+    /// A `<locals>` part came first.
+    Local,
+    /// A part is missing.
+    Missing,
+}
+
+/// `getattr` of each part of `name` in turn, from `module`, as `save_global` walks it.
+fn walk<'py>(py: Python<'py>, module: &Bound<'py, PyAny>, name: &str) -> PyResult<Walk<'py>> {
+    let mut found = module.clone();
+    let mut path = Vec::new();
+    for part in name.split('.') {
+        if part == "<locals>" {
+            return Ok(Walk::Local);
+        }
+        match found.getattr_opt(part)? {
+            Some(next) => {
+                path.push(PyString::intern(py, part).unbind());
+                found = next
+            }
+            None => return Ok(Walk::Missing),
+        }
+    }
+    Ok(Walk::Found { found, path })
+}
+
+/// `save_global`'s error when `name` does not lead from module `modname` to `obj`.
+fn not_found(
+    obj: &Bound<'_, PyAny>,
+    modname: &str,
+    name: &Bound<'_, PyString>,
+    walked: Walk<'_>,
+) -> PyResult<PyErr> {
+    let obj = obj.repr()?;
+    Ok(pickling_error(match walked {
+        Walk::Local => format!("Can't pickle local object {obj}"),
+        Walk::Missing if cfg!(Py_3_14) => {
+            format!("Can't pickle {obj}: it's not found as {modname}.{name}")
+        }
+        Walk::Missing => format!("Can't pickle {obj}: attribute lookup {name} on {modname} failed"),
+        Walk::Found { .. } => {
+            format!("Can't pickle {obj}: it's not the same object as {modname}.{name}")
+        }
+    }))
+}
+
+/// The name 3.15's `save_global` looks up for `name`, if it differs: each private part
+/// (`__m`, not `__m__`) after the first is mangled with the part before it, as the compiler
+/// mangles a private name in a class body (`A.__m` is `A._A__m`). Earlier interpreters look
+/// the name up as it is.
+fn mangled_name<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    if !cfg!(Py_3_15) {
+        return Ok(None);
+    }
+    let text = name.to_str()?;
+    if !text.contains(".__") {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = text.split('.').collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let owner = if i > 0 {
+            parts[i - 1].trim_start_matches('_')
+        } else {
+            ""
+        };
+        if i > 0 && part.starts_with("__") && !part.ends_with("__") && !owner.is_empty() {
+            out.push(format!("_{owner}{part}"));
+        } else {
+            out.push((*part).to_owned());
+        }
+    }
+    let mangled = out.join(".");
+    Ok((mangled != text).then(|| PyString::new(py, &mangled)))
 }
 
 /// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages

@@ -502,6 +502,68 @@ def test_a_walk_that_starts_over_hands_each_buffer_to_the_callback_once():
         assert loaded[3](1) == [1]
 
 
+class WithPrivateNames:
+    """Private names: each is found by `getattr` only by its mangled name (`_WithPrivateNames__m`),
+    while its `__qualname__` says `WithPrivateNames.__m`."""
+
+    def __method(self):
+        return "method"
+
+    @staticmethod
+    def __static():
+        return "static"
+
+    class __Inner:
+        def __deeper(self):
+            return "deeper"
+
+
+PRIVATE = {
+    "method": WithPrivateNames._WithPrivateNames__method,
+    "static": WithPrivateNames._WithPrivateNames__static,
+    "class": WithPrivateNames._WithPrivateNames__Inner,
+    "nested": WithPrivateNames._WithPrivateNames__Inner._Inner__deeper,
+}
+
+
+def pickles_stream(obj, protocol) -> bytes | None:
+    """`pickle.dumps(obj)`, or `None` where this interpreter's `pickle` can't write it."""
+    try:
+        return pickle.dumps(obj, protocol)
+    except pickle.PicklingError:
+        return None
+
+
+@pytest.mark.parametrize("name", PRIVATE)
+def test_private_functions_and_classes_are_written_as_pickle_or_cloudpickle_writes_them(
+    protocol, name
+):
+    """CPython 3.15's `pickle` looks a private name up, and writes it, mangled
+    (`WithPrivateNames._WithPrivateNames__method`); earlier ones raise; cloudpickle looks the
+    name up as it is and writes the object by value. The stream is `pickle`'s where this
+    interpreter's `pickle` writes one, cloudpickle's otherwise, and cloudpickle's whenever a
+    by-value part is in it too (before or after the private object)."""
+    obj = PRIVATE[name]
+    data = ferropickle.dumps(obj, protocol)
+    expected = pickles_stream(obj, protocol)
+    if expected is None:
+        assert data == cloudpickle.dumps(obj, protocol)
+        assert is_by_value(data)
+    else:
+        assert data == expected
+        assert pickle.loads(data) is obj
+    for pair in ([obj, script_function()], [script_function(), obj]):
+        assert ferropickle.dumps(pair, protocol) == cloudpickle.dumps(pair, protocol)
+    for loads in (pickle.loads, ferropickle.loads):
+        loaded = loads(data)
+        if name == "class":
+            assert loaded()._Inner__deeper() == "deeper"
+        else:
+            assert (loaded() if name == "static" else loaded(None)) == {"nested": "deeper"}.get(
+                name, name
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------
