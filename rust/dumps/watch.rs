@@ -21,21 +21,68 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
-/// `sys.modules`, read as `sys.modules` is in Python (`PySys_GetObject`); deleted, the
-/// `AttributeError` that reading it there raises.
+/// `sys.modules`, read as `sys.modules` is in Python: from the interpreter's `sys` dict (what
+/// `PySys_GetObject` reads); deleted, the `AttributeError` that reading it there raises.
 pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    // SAFETY: `PySys_GetObject` returns a borrowed reference (or NULL, with no exception set)
-    // from the interpreter's `sys` dict; we own a new reference before any code can run.
+    let not_there =
+        || pyo3::exceptions::PyAttributeError::new_err("module 'sys' has no attribute 'modules'");
+    let Some(sys_dict) = sys_dict(py) else {
+        // SAFETY: `PySys_GetObject` returns a borrowed reference (or NULL, with no exception
+        // set); we own a new reference before any code can run.
+        unsafe {
+            let modules = ffi::PySys_GetObject(c"modules".as_ptr());
+            if modules.is_null() {
+                return Err(not_there());
+            }
+            return Ok(Bound::from_borrowed_ptr(py, modules));
+        }
+    };
+    // SAFETY: `sys_dict` is a live exact dict; `PyDict_GetItemWithError` returns a borrowed
+    // reference (or NULL), owned before any code can run.
     unsafe {
-        let modules = ffi::PySys_GetObject(c"modules".as_ptr());
+        let modules =
+            ffi::PyDict_GetItemWithError(sys_dict.as_ptr(), pyo3::intern!(py, "modules").as_ptr());
         if modules.is_null() {
-            return Err(pyo3::exceptions::PyAttributeError::new_err(
-                "module 'sys' has no attribute 'modules'",
-            ));
+            return Err(PyErr::take(py).unwrap_or_else(not_there));
         }
         Ok(Bound::from_borrowed_ptr(py, modules))
     }
+}
+
+/// The interpreter's `sys` dict, found once (`PySys_GetObject` builds a str for every lookup):
+/// the `sys` module's dict, checked to hold the very `modules` object `PySys_GetObject` gives.
+/// `None` if it can't be found so.
+fn sys_dict(py: Python<'_>) -> Option<&Bound<'_, pyo3::types::PyDict>> {
+    static SYS_DICT: PyOnceLock<Option<Py<pyo3::types::PyDict>>> = PyOnceLock::new();
+    SYS_DICT
+        .get_or_init(py, || {
+            // SAFETY: `PyImport_GetModule` returns a new reference or NULL (reading the
+            // interpreter's import dict, which rebinding `sys.modules` leaves alone);
+            // `PySys_GetObject` a borrowed one or NULL, only compared.
+            let (sys, modules) = unsafe {
+                let sys = ffi::PyImport_GetModule(pyo3::intern!(py, "sys").as_ptr());
+                if sys.is_null() {
+                    PyErr::take(py);
+                    return None;
+                }
+                (
+                    Bound::from_owned_ptr(py, sys),
+                    ffi::PySys_GetObject(c"modules".as_ptr()),
+                )
+            };
+            let dict: Bound<'_, pyo3::types::PyDict> =
+                sys.getattr("__dict__").ok()?.cast_into().ok()?;
+            let holds = dict
+                .get_item("modules")
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.as_ptr() == modules);
+            holds.then(|| dict.unbind())
+        })
+        .as_ref()
+        .map(|d| d.bind(py))
 }
 
 /// A number that changes whenever `sys.modules` (the attribute) is rebound or changes, with the
@@ -204,21 +251,8 @@ mod watchers {
     /// watched. `None` if they can't be.
     pub(super) fn watch_modules(py: Python<'_>, modules: &Bound<'_, PyAny>) -> Option<()> {
         if SYS_DICT.load(Ordering::Relaxed) == 0 {
-            // The interpreter's `sys` module: the dict `PySys_GetObject` reads, which holds
-            // the very `modules` object it returned.
-            // SAFETY: `PyImport_GetModule` returns a new reference or NULL.
-            let sys = unsafe { ffi::PyImport_GetModule(pyo3::intern!(py, "sys").as_ptr()) };
-            if sys.is_null() {
-                PyErr::take(py);
-                return None;
-            }
-            // SAFETY: `sys` is a new reference we own.
-            let sys = unsafe { Bound::from_owned_ptr(py, sys) };
-            let sys_dict = sys.getattr("__dict__").ok()?;
-            let holds_modules = sys_dict
-                .get_item("modules")
-                .is_ok_and(|found| found.is(modules));
-            if !holds_modules || !watch(py, &sys_dict) {
+            let sys_dict = super::sys_dict(py)?;
+            if !watch(py, sys_dict.as_any()) {
                 return None;
             }
             SYS_DICT.store(sys_dict.as_ptr() as usize, Ordering::Relaxed);
