@@ -138,10 +138,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How `sys.modules[module]` led to the object when it was classified by reference. Rebinding
 /// the name (`importlib.reload`, monkeypatching `mod.f` or `Class.f`) or replacing the module
-/// makes a remembered decision stale, so the walk is repeated on every use: a dict lookup for a
-/// plain name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name
-/// every time too; we skip the import and the module-name search.) The module is compared by
-/// address so the cache pins nothing; the object itself is guarded by `Target`.
+/// makes a remembered decision stale, so the walk is repeated on every use (from 3.12, on the
+/// first use after a watched dict changed: see the module docs): a dict lookup for a plain
+/// name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
+/// time too; we skip the import and the module-name search.) The module is compared by address
+/// so the cache pins nothing; the object itself is guarded by `Target`.
 struct Anchor {
     module: usize,
     path: Vec<Py<PyString>>,
