@@ -16,7 +16,16 @@
 //! registry empties the cache. A global without a `__module__` is found by a scan of all of
 //! `sys.modules`, which nothing cheaper can re-check: that decision is never remembered, and
 //! nor is a by-value one (it may turn by-reference when the walk starts leading to the object).
+//!
+//! From CPython 3.12 the re-check is skipped while nothing it reads can have changed: for a
+//! name of one part (`module.name`) in a real module, the check that held is stamped with
+//! [`watch::epoch`], taken before it, and the module's dict, `sys.__dict__` and `sys.modules` are
+//! watched; a later use whose object still has the very `__module__` and `__qualname__` objects
+//! remembered, while no watched dict had any event since the stamp, is answered without the
+//! lookups. Any insertion, deletion or replacement in one of those dicts, rebinding
+//! `sys.modules`, or a dict's deallocation moves the epoch, and the next use checks again.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use pyo3::exceptions::PyTypeError;
@@ -27,6 +36,7 @@ use pyo3::types::{PyFrozenSet, PyString, PyWeakrefReference};
 use rustc_hash::FxHashMap;
 
 use super::lookup::Lookup;
+use super::watch;
 use crate::errors::pickling_error;
 
 /// How a function, class or builtin is written.
@@ -35,6 +45,17 @@ pub enum Kind {
     ByRef {
         module: Py<PyString>,
         qualname: Py<PyString>,
+    },
+    /// CPython 3.15+: a name with private parts (`A.__m`) that only its mangled form
+    /// (`A._A__m`) leads to, which `save_global` looks up and writes. cloudpickle writes a
+    /// function or class of that kind by value (it looks the name up as it is):
+    /// `cloudpickle_by_value`, and the writer picks the form its stream is in.
+    Mangled {
+        module: Py<PyString>,
+        /// The name as read (`__qualname__`, or what `__reduce__` returned).
+        qualname: Py<PyString>,
+        mangled: Py<PyString>,
+        cloudpickle_by_value: bool,
     },
     /// Pickled by value (see `types/by_value.rs`): defined in `__main__`, in a
     /// module registered with `cloudpickle.register_pickle_by_value`, or not importable.
@@ -48,7 +69,46 @@ impl Kind {
                 module: module.clone_ref(py),
                 qualname: qualname.clone_ref(py),
             },
+            Kind::Mangled {
+                module,
+                qualname,
+                mangled,
+                cloudpickle_by_value,
+            } => Kind::Mangled {
+                module: module.clone_ref(py),
+                qualname: qualname.clone_ref(py),
+                mangled: mangled.clone_ref(py),
+                cloudpickle_by_value: *cloudpickle_by_value,
+            },
             Kind::ByValue => Kind::ByValue,
+        }
+    }
+
+    /// The module and the name as read, of a by-reference kind.
+    fn names(&self) -> Option<(&Py<PyString>, &Py<PyString>)> {
+        match self {
+            Kind::ByRef { module, qualname }
+            | Kind::Mangled {
+                module, qualname, ..
+            } => Some((module, qualname)),
+            Kind::ByValue => None,
+        }
+    }
+
+    /// The same kind for `module` and `qualname` (equal to this one's, maybe other objects).
+    fn with_names(self, module: Py<PyString>, qualname: Py<PyString>) -> Kind {
+        match self {
+            Kind::Mangled {
+                mangled,
+                cloudpickle_by_value,
+                ..
+            } => Kind::Mangled {
+                module,
+                qualname,
+                mangled,
+                cloudpickle_by_value,
+            },
+            _ => Kind::ByRef { module, qualname },
         }
     }
 }
@@ -66,14 +126,23 @@ struct Entry {
     kind: Kind,
     /// For `ByRef`: where the name pointed when classified, re-checked on every use.
     anchor: Option<Anchor>,
+    /// Tells this entry from a later one for the same object (see [`stamp`]).
+    id: u64,
+    /// The [`watch::epoch`] taken before the last check of `anchor` that held and that the
+    /// watched dicts cover; 0 if none. Equal to [`watch::epoch_now`]: nothing it read changed.
+    checked: u64,
 }
+
+/// The next [`Entry::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How `sys.modules[module]` led to the object when it was classified by reference. Rebinding
 /// the name (`importlib.reload`, monkeypatching `mod.f` or `Class.f`) or replacing the module
-/// makes a remembered decision stale, so the walk is repeated on every use: a dict lookup for a
-/// plain name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name
-/// every time too; we skip the import and the module-name search.) The module is compared by
-/// address so the cache pins nothing; the object itself is guarded by `Target`.
+/// makes a remembered decision stale, so the walk is repeated on every use (from 3.12, on the
+/// first use after a watched dict changed: see the module docs): a dict lookup for a plain
+/// name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
+/// time too; we skip the import and the module-name search.) The module is compared by address
+/// so the cache pins nothing; the object itself is guarded by `Target`.
 struct Anchor {
     module: usize,
     path: Vec<Py<PyString>>,
@@ -92,32 +161,51 @@ impl Anchor {
     }
 
     /// Whether `sys.modules[module_name]` is still the same module and the path still leads
-    /// from it to `obj`.
+    /// from it to `obj`: `None` if not, else the [`watch::epoch`] to stamp the entry with when
+    /// the watched dicts cover everything the check read (else 0).
     fn holds(
         &self,
         py: Python<'_>,
         module_name: &Bound<'_, PyString>,
         obj: &Bound<'_, PyAny>,
-    ) -> bool {
-        let Some((first, rest)) = self.path.split_first() else {
-            return false;
-        };
-        // SAFETY: `PyImport_GetModuleDict` and `PyDict_GetItemWithError` return borrowed
-        // references (or NULL); `sys.modules` keeps the module alive while we take our own
+    ) -> Option<u64> {
+        let (first, rest) = self.path.split_first()?;
+        // Taken before anything is read (it watches `sys.__dict__` and `sys.modules` first):
+        // an event during the check moves the epoch past it.
+        let epoch = watch::epoch(py);
+        // `sys.modules` as pickle and cloudpickle read it (the attribute); anything but an
+        // exact dict is left to `compute`, which asks it as they do.
+        let modules = watch::sys_modules(py).ok()?;
+        // SAFETY: a type check of a live object; `PyDict_GetItemWithError` returns a borrowed
+        // reference (or NULL); `sys.modules` keeps the module alive while we take our own
         // reference to it, before any code can run.
         let module = unsafe {
-            let modules = ffi::PyImport_GetModuleDict();
-            let module = ffi::PyDict_GetItemWithError(modules, module_name.as_ptr());
+            if ffi::PyDict_CheckExact(modules.as_ptr()) == 0 {
+                return None;
+            }
+            let module = ffi::PyDict_GetItemWithError(modules.as_ptr(), module_name.as_ptr());
             if module.is_null() || module as usize != self.module {
                 let _ = PyErr::take(py);
-                return false;
+                return None;
             }
             Bound::from_borrowed_ptr(py, module)
+        };
+        // The watchers cover a real module (no `__getattr__` of a subclass) and a name of one
+        // part (no class attribute on the way): its dict is watched before it is read.
+        // SAFETY: a type check of a live object; `PyModule_GetDict` returns a borrowed
+        // reference, owned at once.
+        let covered = unsafe {
+            ffi::PyModule_CheckExact(module.as_ptr()) != 0
+                && rest.is_empty()
+                && watch::watch_dict(
+                    py,
+                    &Bound::from_borrowed_ptr(py, ffi::PyModule_GetDict(module.as_ptr())),
+                )
         };
         if let Some(seen) = &self.module_name {
             match module.getattr(pyo3::intern!(py, "__name__")) {
                 Ok(name) if name.eq(seen.bind(py)).unwrap_or(false) => {}
-                _ => return false,
+                _ => return None,
             }
         }
         // A real module: a lookup in its dict. Anything else in `sys.modules` (some packages
@@ -130,24 +218,24 @@ impl Anchor {
                 let top = ffi::PyDict_GetItemWithError(dict, first.as_ptr());
                 if top.is_null() {
                     let _ = PyErr::take(py);
-                    return false;
+                    return None;
                 }
                 Bound::from_borrowed_ptr(py, top)
             } else {
-                match module.getattr(first.bind(py)) {
-                    Ok(top) => top,
-                    Err(_) => return false,
-                }
+                module.getattr(first.bind(py)).ok()?
             }
         };
         let mut found = top;
         for part in rest {
-            match found.getattr(part.bind(py)) {
-                Ok(next) => found = next,
-                Err(_) => return false,
-            }
+            found = found.getattr(part.bind(py)).ok()?;
         }
-        found.is(obj)
+        if !found.is(obj) {
+            return None;
+        }
+        Some(match epoch {
+            Some(epoch) if covered => epoch,
+            _ => 0,
+        })
     }
 }
 
@@ -170,10 +258,21 @@ fn lock() -> MutexGuard<'static, Cache> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether the registry snapshot in [`Cache::registry`] is empty (set with it, under the GIL).
+static REGISTRY_SEEN_EMPTY: AtomicBool = AtomicBool::new(false);
+
 /// Empties the cache when cloudpickle's by-value registry changed since the last call.
 /// Called once per `dumps` that writes a global.
 pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
     let current = lookup.by_value_registry(py)?;
+    // Nearly always both empty: nothing to compare, nothing to lock.
+    // SAFETY: type and size reads of a live object.
+    let empty = unsafe {
+        ffi::PySet_Check(current.as_ptr()) != 0 && ffi::PySet_GET_SIZE(current.as_ptr()) == 0
+    };
+    if empty && REGISTRY_SEEN_EMPTY.load(Relaxed) {
+        return Ok(());
+    }
     let stale = {
         let cache = lock();
         cache.registry.as_ref().map(|seen| seen.clone_ref(py))
@@ -184,6 +283,7 @@ pub fn check_registry(py: Python<'_>, lookup: &Lookup) -> PyResult<()> {
     };
     if !unchanged {
         let snapshot = PyFrozenSet::new(py, current.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+        REGISTRY_SEEN_EMPTY.store(snapshot.is_empty(), Relaxed);
         let old = {
             let mut cache = lock();
             let registry = cache.registry.replace(snapshot.into_any().unbind());
@@ -216,34 +316,52 @@ pub fn cached<'py>(
     obj: &Bound<'py, PyAny>,
     name: Option<&Bound<'py, PyString>>,
 ) -> Option<Kind> {
-    let (kind, anchor) = {
+    let (kind, anchor, id, stamped) = {
         let cache = lock();
         let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
-        let alive = match &entry.target {
-            Target::Weak(w) => w
-                .bind(py)
-                .upgrade()
-                .is_some_and(|o| o.as_ptr() == obj.as_ptr()),
-            Target::Strong { .. } => true,
+        // No watched dict changed since the last check held: the anchor is not needed, and the
+        // object the entry was made for is alive (the watched module dict has referred to it
+        // since the check), so it is `obj`.
+        let stamped =
+            (entry.checked != 0 && entry.checked == watch::epoch_now()).then_some(entry.checked);
+        let anchor = match stamped {
+            Some(_) => None,
+            None => {
+                let alive = match &entry.target {
+                    Target::Weak(w) => w
+                        .bind(py)
+                        .upgrade()
+                        .is_some_and(|o| o.as_ptr() == obj.as_ptr()),
+                    Target::Strong { .. } => true,
+                };
+                if !alive {
+                    return None;
+                }
+                entry.anchor.as_ref().map(|a| a.clone_ref(py))
+            }
         };
-        if !alive {
-            return None;
-        }
-        let anchor = entry.anchor.as_ref().map(|a| a.clone_ref(py));
-        (entry.kind.clone_ref(py), anchor)
+        (entry.kind.clone_ref(py), anchor, entry.id, stamped)
     };
     // Checked outside the lock: a dict lookup may call a key's `__eq__`.
-    let (Kind::ByRef { module, qualname }, Some(anchor)) = (&kind, &anchor) else {
-        return None;
-    };
+    let (module, qualname) = kind.names()?;
     // The common case, without attribute lookups: the very objects remembered.
     // SAFETY: `obj` is live; the pointers read are only compared, never dereferenced.
     let same = unsafe { module_and_qualname_fields(py, obj.as_ptr()) }.is_some_and(|(m, q)| {
         let q = name.map_or(q, |n| n.as_ptr());
         m == module.as_ptr() && q == qualname.as_ptr()
     });
+    // (Read again after the fields: reading a class's `__module__` is a dict lookup.)
+    if same && stamped == Some(watch::epoch_now()) {
+        return Some(kind);
+    }
+    // The entry was stamped but the names are other objects now: asked again from scratch.
+    let anchor = anchor?;
     if same {
-        return anchor.holds(py, module.bind(py), obj).then_some(kind);
+        let epoch = anchor.holds(py, module.bind(py), obj)?;
+        if epoch != 0 {
+            stamp(obj, id, epoch);
+        }
+        return Some(kind);
     }
     let module_now = obj
         .getattr_opt(pyo3::intern!(py, "__module__"))
@@ -259,15 +377,21 @@ pub fn cached<'py>(
     {
         return None;
     }
-    if !anchor.holds(py, &module_now, obj) {
-        return None;
-    }
+    anchor.holds(py, &module_now, obj)?;
     // The objects read now are the ones written, as `save_global` writes what it just read:
     // whether two globals share a memo entry for a name depends on which str object it is.
-    Some(Kind::ByRef {
-        module: module_now.unbind(),
-        qualname: name_now.unbind(),
-    })
+    Some(kind.with_names(module_now.unbind(), name_now.unbind()))
+}
+
+/// Marks `obj`'s entry as checked at `epoch`, if it is still the entry `id` (a check may run
+/// code that replaced it, with an anchor the watchers may not cover).
+fn stamp(obj: &Bound<'_, PyAny>, id: u64, epoch: u64) {
+    let mut cache = lock();
+    if let Some(entry) = cache.entries.get_mut(&(obj.as_ptr() as usize)) {
+        if entry.id == id {
+            entry.checked = epoch;
+        }
+    }
 }
 
 /// A function's `__module__` and `__qualname__` fields, or a class's (of metaclass `type`, with
@@ -358,6 +482,8 @@ pub fn classify(
                 target,
                 kind: kind.clone_ref(py),
                 anchor,
+                id: NEXT_ID.fetch_add(1, Relaxed),
+                checked: 0,
             },
         );
         (evicted, replaced)
@@ -383,6 +509,10 @@ fn compute(
         Some(n) => n.clone(),
         None => qualname_of(py, obj)?,
     };
+    let mangled = mangled_name(py, &qualname)?;
+    // Anything but a function or class is found by the name `pickle` looks up (cloudpickle
+    // leaves it to `pickle`'s `save_global`).
+    let private = !dynamic_ok && mangled.is_some();
     let module_attr = obj.getattr_opt(pyo3::intern!(py, "__module__"))?;
     // `__module__` unset or `None`: found by a scan of `sys.modules` (`_whichmodule` for
     // cloudpickle, which gives up with `None`; `pickle.whichmodule` for the rest).
@@ -401,7 +531,7 @@ fn compute(
             lookup
                 .whichmodule
                 .bind(py)
-                .call1((obj, &qualname))?
+                .call1((obj, mangled.as_ref().unwrap_or(&qualname)))?
                 .cast_into()?,
             true,
         ),
@@ -410,7 +540,7 @@ fn compute(
     if dynamic_ok && modname == "__main__" {
         return Ok((Kind::ByValue, None));
     }
-    let sys_modules = py.import("sys")?.getattr("modules")?;
+    let sys_modules = watch::sys_modules(py)?;
     let module = match sys_modules.get_item(&module_name) {
         Ok(m) if !m.is_none() => m,
         _ if dynamic_ok => return Ok((Kind::ByValue, None)),
@@ -430,51 +560,25 @@ fn compute(
         },
     };
     let module_addr = module.as_ptr() as usize;
-    let mut found = module.clone();
-    let mut path = Vec::new();
-    for part in qualname.to_str()?.split('.') {
-        if part == "<locals>" {
-            if dynamic_ok {
-                return Ok((Kind::ByValue, None));
-            }
-            return Err(pickling_error(format!(
-                "Can't pickle local object {}",
-                obj.repr()?
-            )));
-        }
-        match found.getattr_opt(part)? {
-            Some(next) => {
-                path.push(PyString::intern(py, part).unbind());
-                found = next
-            }
-            None if dynamic_ok => return Ok((Kind::ByValue, None)),
-            None if cfg!(Py_3_14) => {
-                return Err(pickling_error(format!(
-                    "Can't pickle {}: it's not found as {modname}.{qualname}",
-                    obj.repr()?,
-                )))
-            }
-            None => {
-                return Err(pickling_error(format!(
-                    "Can't pickle {}: attribute lookup {} on {} failed",
-                    obj.repr()?,
-                    qualname,
-                    modname
-                )))
+    // The name `save_global` looks up (3.15 mangles private parts).
+    let lookup_name = mangled.clone().unwrap_or_else(|| qualname.clone());
+    let first = if private { &lookup_name } else { &qualname };
+    let (path, mangled) = match walk(py, &module, first.to_str()?)? {
+        Walk::Found { found, path } if found.is(obj) => (path, mangled.filter(|_| private)),
+        _ if dynamic_ok => {
+            // cloudpickle looks the name up as it is and goes by value; 3.15's `pickle` finds
+            // a private function or class (`A.__m`) by its mangled name (`A._A__m`).
+            let walked = match &mangled {
+                Some(m) if !scanned => walk(py, &module, m.to_str()?)?,
+                _ => Walk::Missing,
+            };
+            match walked {
+                Walk::Found { found, path } if found.is(obj) => (path, mangled),
+                _ => return Ok((Kind::ByValue, None)),
             }
         }
-    }
-    if !found.is(obj) {
-        if dynamic_ok {
-            return Ok((Kind::ByValue, None));
-        }
-        return Err(pickling_error(format!(
-            "Can't pickle {}: it's not the same object as {}.{}",
-            obj.repr()?,
-            modname,
-            qualname
-        )));
-    }
+        walked => return Err(not_found(obj, modname, &lookup_name, walked)?),
+    };
     // cloudpickle's `_is_registered_pickle_by_value(module)`: by the found module's own
     // `__name__`, which may no longer be its key in `sys.modules`.
     let mut module_name_seen = None;
@@ -490,15 +594,107 @@ fn compute(
         path,
         module_name: module_name_seen,
     });
-    Ok((
-        Kind::ByRef {
-            // The very `__module__` object, as `save_global` writes it: two globals share a memo
-            // entry for their module name only when they share that object.
-            module: module_name.clone().unbind(),
+    // The very `__module__` object, as `save_global` writes it: two globals share a memo entry
+    // for their module name only when they share that object.
+    let module = module_name.clone().unbind();
+    let kind = match mangled {
+        None => Kind::ByRef {
+            module,
             qualname: qualname.unbind(),
         },
-        anchor,
-    ))
+        Some(mangled) => Kind::Mangled {
+            module,
+            qualname: qualname.unbind(),
+            mangled: mangled.unbind(),
+            cloudpickle_by_value: dynamic_ok,
+        },
+    };
+    Ok((kind, anchor))
+}
+
+/// Where a walk of a dotted name from a module ended.
+enum Walk<'py> {
+    /// Every part found: what the last one is, and the parts.
+    Found {
+        found: Bound<'py, PyAny>,
+        path: Vec<Py<PyString>>,
+    },
+    /// A `<locals>` part came first.
+    Local,
+    /// A part is missing.
+    Missing,
+}
+
+/// `getattr` of each part of `name` in turn, from `module`, as `save_global` walks it.
+fn walk<'py>(py: Python<'py>, module: &Bound<'py, PyAny>, name: &str) -> PyResult<Walk<'py>> {
+    let mut found = module.clone();
+    let mut path = Vec::new();
+    for part in name.split('.') {
+        if part == "<locals>" {
+            return Ok(Walk::Local);
+        }
+        match found.getattr_opt(part)? {
+            Some(next) => {
+                path.push(PyString::intern(py, part).unbind());
+                found = next
+            }
+            None => return Ok(Walk::Missing),
+        }
+    }
+    Ok(Walk::Found { found, path })
+}
+
+/// `save_global`'s error when `name` does not lead from module `modname` to `obj`.
+fn not_found(
+    obj: &Bound<'_, PyAny>,
+    modname: &str,
+    name: &Bound<'_, PyString>,
+    walked: Walk<'_>,
+) -> PyResult<PyErr> {
+    let obj = obj.repr()?;
+    Ok(pickling_error(match walked {
+        Walk::Local => format!("Can't pickle local object {obj}"),
+        Walk::Missing if cfg!(Py_3_14) => {
+            format!("Can't pickle {obj}: it's not found as {modname}.{name}")
+        }
+        Walk::Missing => format!("Can't pickle {obj}: attribute lookup {name} on {modname} failed"),
+        Walk::Found { .. } => {
+            format!("Can't pickle {obj}: it's not the same object as {modname}.{name}")
+        }
+    }))
+}
+
+/// The name 3.15's `save_global` looks up for `name`, if it differs: each private part
+/// (`__m`, not `__m__`) after the first is mangled with the part before it, as the compiler
+/// mangles a private name in a class body (`A.__m` is `A._A__m`). Earlier interpreters look
+/// the name up as it is.
+fn mangled_name<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    if !cfg!(Py_3_15) {
+        return Ok(None);
+    }
+    let text = name.to_str()?;
+    if !text.contains(".__") {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = text.split('.').collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let owner = if i > 0 {
+            parts[i - 1].trim_start_matches('_')
+        } else {
+            ""
+        };
+        if i > 0 && part.starts_with("__") && !part.ends_with("__") && !owner.is_empty() {
+            out.push(format!("_{owner}{part}"));
+        } else {
+            out.push((*part).to_owned());
+        }
+    }
+    let mangled = out.join(".");
+    Ok((mangled != text).then(|| PyString::new(py, &mangled)))
 }
 
 /// cloudpickle's `_is_registered_pickle_by_value`: the module or one of its parent packages

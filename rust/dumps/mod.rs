@@ -42,6 +42,7 @@ mod lookup;
 mod memo;
 mod obtype;
 mod types;
+mod watch;
 
 use pyo3::exceptions::{PyException, PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
@@ -216,10 +217,11 @@ pub struct Pickler<'py> {
     /// Whether the stream is cloudpickle's: something only cloudpickle writes was met (see
     /// [`Pickler::enter_cloudpickle_stream`]), or the walk started over as cloudpickle's.
     pub cloudpickle_stream: bool,
-    /// Whether a class of cloudpickle's builtin-type table was written in `pickle`'s form,
-    /// which a cloudpickle stream can't hold (see [`Pickler::save_type`]).
-    pub builtin_type_by_name: bool,
-    /// Set when the stream became cloudpickle's after `builtin_type_by_name`: `dumps` writes it
+    /// Whether something was written in a form only `pickle` writes, which a cloudpickle
+    /// stream can't hold: a class of cloudpickle's builtin-type table by name (see
+    /// [`Pickler::save_type`]), or a private function or class by its mangled name (3.15).
+    pub pickle_only_form: bool,
+    /// Set when the stream became cloudpickle's after `pickle_only_form`: `dumps` writes it
     /// again from the start.
     restart: bool,
     /// The buffer callback's answers (in band or not), one per PEP 574 buffer in the order
@@ -257,7 +259,7 @@ impl<'py> Pickler<'py> {
             by_value: by_value::State::default(),
             registry_checked: false,
             cloudpickle_stream: false,
-            builtin_type_by_name: false,
+            pickle_only_form: false,
             restart: false,
             buffer_answers: Vec::new(),
             buffers_met: 0,
@@ -358,8 +360,8 @@ impl<'py> Pickler<'py> {
     }
 
     /// Called where the first object only cloudpickle writes is written (a function or class by
-    /// value, a code object, cell or module): from here on the stream is cloudpickle's. When a
-    /// class of the builtin-type table was already written in `pickle`'s form, the walk stops
+    /// value, a code object, cell or module): from here on the stream is cloudpickle's. When
+    /// something was already written in a form only `pickle` writes, the walk stops
     /// (an error that `dumps` does not report: it sees `restart` and starts over).
     #[inline]
     pub fn enter_cloudpickle_stream(&mut self) -> PyResult<()> {
@@ -367,7 +369,7 @@ impl<'py> Pickler<'py> {
             return Ok(());
         }
         self.cloudpickle_stream = true;
-        if self.builtin_type_by_name {
+        if self.pickle_only_form {
             self.restart = true;
             return Err(PyRuntimeError::new_err(
                 "the stream became cloudpickle's: written again from the start",

@@ -502,6 +502,68 @@ def test_a_walk_that_starts_over_hands_each_buffer_to_the_callback_once():
         assert loaded[3](1) == [1]
 
 
+class WithPrivateNames:
+    """Private names: each is found by `getattr` only by its mangled name (`_WithPrivateNames__m`),
+    while its `__qualname__` says `WithPrivateNames.__m`."""
+
+    def __method(self):
+        return "method"
+
+    @staticmethod
+    def __static():
+        return "static"
+
+    class __Inner:
+        def __deeper(self):
+            return "deeper"
+
+
+PRIVATE = {
+    "method": WithPrivateNames._WithPrivateNames__method,
+    "static": WithPrivateNames._WithPrivateNames__static,
+    "class": WithPrivateNames._WithPrivateNames__Inner,
+    "nested": WithPrivateNames._WithPrivateNames__Inner._Inner__deeper,
+}
+
+
+def pickles_stream(obj, protocol) -> bytes | None:
+    """`pickle.dumps(obj)`, or `None` where this interpreter's `pickle` can't write it."""
+    try:
+        return pickle.dumps(obj, protocol)
+    except pickle.PicklingError:
+        return None
+
+
+@pytest.mark.parametrize("name", PRIVATE)
+def test_private_functions_and_classes_are_written_as_pickle_or_cloudpickle_writes_them(
+    protocol, name
+):
+    """CPython 3.15's `pickle` looks a private name up, and writes it, mangled
+    (`WithPrivateNames._WithPrivateNames__method`); earlier ones raise; cloudpickle looks the
+    name up as it is and writes the object by value. The stream is `pickle`'s where this
+    interpreter's `pickle` writes one, cloudpickle's otherwise, and cloudpickle's whenever a
+    by-value part is in it too (before or after the private object)."""
+    obj = PRIVATE[name]
+    data = ferropickle.dumps(obj, protocol)
+    expected = pickles_stream(obj, protocol)
+    if expected is None:
+        assert data == cloudpickle.dumps(obj, protocol)
+        assert is_by_value(data)
+    else:
+        assert data == expected
+        assert pickle.loads(data) is obj
+    for pair in ([obj, script_function()], [script_function(), obj]):
+        assert ferropickle.dumps(pair, protocol) == cloudpickle.dumps(pair, protocol)
+    for loads in (pickle.loads, ferropickle.loads):
+        loaded = loads(data)
+        if name == "class":
+            assert loaded()._Inner__deeper() == "deeper"
+        else:
+            assert (loaded() if name == "static" else loaded(None)) == {"nested": "deeper"}.get(
+                name, name
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # cloudpickle.register_pickle_by_value, and by-reference decisions that must not go stale
 # ---------------------------------------------------------------------------------------------
@@ -680,6 +742,109 @@ def test_registered_module_whose_name_changed_goes_by_reference(protocol, temp_m
     finally:
         temp_module.__name__ = name
         cloudpickle.unregister_pickle_by_value(temp_module)
+
+
+def written_three_times(obj, protocol) -> bytes:
+    """`ferropickle.dumps(obj)` three times, each equal to `cloudpickle.dumps(obj)`: the first
+    makes the by-reference decision, the second checks it again, the third may reuse it while
+    nothing the check read has changed (dict watchers, from CPython 3.12). Returns the stream."""
+    expected = cloudpickle.dumps(obj, protocol)
+    for _ in range(3):
+        assert ferropickle.dumps(obj, protocol) == expected
+    return expected
+
+
+@pytest.mark.parametrize("name", ["scaled", "Thing"])
+def test_a_reused_decision_notices_a_rebound_module_attribute(protocol, temp_module, name):
+    """After several `dumps`, rebinding the module attribute (and binding it back) changes the
+    stream at once, as with cloudpickle."""
+    obj = getattr(temp_module, name)
+    assert not is_by_value(written_three_times(obj, protocol))
+    assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol)
+    setattr(temp_module, name, lambda x: "new")
+    assert is_by_value(written_three_times(obj, protocol))
+    setattr(temp_module, name, obj)
+    assert not is_by_value(written_three_times(obj, protocol))
+    delattr(temp_module, name)
+    assert is_by_value(written_three_times(obj, protocol))
+
+
+@pytest.mark.parametrize("name", ["scaled", "Thing"])
+def test_a_reused_decision_notices_the_module_replaced_in_sys_modules(protocol, temp_module, name):
+    """Another module under the same name in `sys.modules`: without the object the object goes
+    by value; with the very object (a module whose dict is a copy) it goes by reference."""
+    obj = getattr(temp_module, name)
+    assert not is_by_value(written_three_times(obj, protocol))
+    empty = types.ModuleType(temp_module.__name__)
+    sys.modules[temp_module.__name__] = empty
+    assert is_by_value(written_three_times(obj, protocol))
+    holding = types.ModuleType(temp_module.__name__)
+    holding.__dict__.update({name: obj})
+    sys.modules[temp_module.__name__] = holding
+    assert not is_by_value(written_three_times(obj, protocol))
+    assert ferropickle.dumps(obj, protocol) == pickle.dumps(obj, protocol)
+    del sys.modules[temp_module.__name__]
+    assert is_by_value(written_three_times(obj, protocol))
+
+
+@pytest.mark.parametrize(
+    ("name", "attr", "value"),
+    [("scaled", "__qualname__", "a.f"), ("Thing", "__module__", "__main__"),
+     ("scaled", "__module__", "fp_no_such_module"), ("Thing", "__qualname__", "Other")],
+)  # fmt: skip
+def test_a_reused_decision_notices_a_changed_name(protocol, temp_module, name, attr, value):
+    """`__module__` or `__qualname__` set after several `dumps` (neither is in a watched dict:
+    they are compared with the remembered objects on every use)."""
+    obj = getattr(temp_module, name)
+    assert not is_by_value(written_three_times(obj, protocol))
+    setattr(obj, attr, value)
+    assert is_by_value(written_three_times(obj, protocol))
+
+
+def test_rebinding_sys_modules_is_seen_as_pickle_and_cloudpickle_see_it(protocol, temp_module):
+    """`pickle` and cloudpickle read the `sys.modules` attribute, which a program may rebind;
+    the interpreter's import dict stays the original. Rebound to a copy, streams stay theirs;
+    rebound to a copy without the module, a function of it goes by value and the module
+    itself, as a global of a by-value function, goes by value (`dynamic_subimport`) where
+    `subimport` needs it in `sys.modules`."""
+    f = temp_module.scaled
+    user = script_function()
+    user.__globals__["m"] = temp_module
+    user.__code__ = compile("def f(x):\n    return m.SCALE * x\n", "<script>", "exec").co_consts[0]
+    original = sys.modules
+    try:
+        sys.modules = dict(original)
+        assert written_three_times(f, protocol) == pickle.dumps(f, protocol)
+        assert b"subimport" in written_three_times(user, protocol)
+        del sys.modules[temp_module.__name__]
+        assert is_by_value(written_three_times(f, protocol))
+        assert b"dynamic_subimport" in written_three_times(user, protocol)
+        sys.modules = original
+        assert written_three_times(f, protocol) == pickle.dumps(f, protocol)
+        assert b"dynamic_subimport" not in written_three_times(user, protocol)
+    finally:
+        sys.modules = original
+
+
+def test_a_sys_modules_made_where_a_freed_one_was_is_watched(protocol, temp_module):
+    """A watched `sys.modules` dict that is freed is forgotten: a new dict is often made at the
+    same address (`dict.copy` takes a freed dict from CPython's free list), and it must be
+    watched before a decision is reused against it. Each round: a copy is watched, freed while
+    two others replace it, and the module deleted from the newest sends the function by value."""
+    f = temp_module.scaled
+    original = sys.modules
+    try:
+        for _ in range(5):
+            sys.modules = original.copy()
+            assert not is_by_value(written_three_times(f, protocol))
+            sys.modules = sys.modules.copy()  # the watched copy is freed here
+            sys.modules = sys.modules.copy()
+            assert not is_by_value(written_three_times(f, protocol))
+            del sys.modules[temp_module.__name__]
+            assert is_by_value(written_three_times(f, protocol))
+            sys.modules = original
+    finally:
+        sys.modules = original
 
 
 # ---------------------------------------------------------------------------------------------

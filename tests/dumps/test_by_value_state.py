@@ -402,6 +402,37 @@ def test_submodules_are_looked_up_again_only_when_sys_modules_changes(tmp_path, 
             sys.modules.pop(mod, None)
 
 
+def test_submodules_follow_a_rebound_sys_modules(tmp_path, monkeypatch):
+    """cloudpickle looks the submodules up in the `sys.modules` attribute: rebinding it to a
+    copy without the submodule (the interpreter's import dict still has it) drops the
+    submodule from the stream, and binding the original back brings it back."""
+    pkg = tmp_path / "fp_pkg_rebound"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "child.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fp_pkg_rebound.child  # noqa: F401
+
+    f = script("import fp_pkg_rebound\ndef f():\n    return fp_pkg_rebound.child.VALUE\n")["f"]
+    original = sys.modules
+    try:
+        for _ in range(2):
+            assert ferropickle.dumps(f) == cloudpickle.dumps(f)
+        assert b"fp_pkg_rebound.child" in ferropickle.dumps(f)
+        sys.modules = {k: v for k, v in original.items() if k != "fp_pkg_rebound.child"}
+        for _ in range(2):
+            assert ferropickle.dumps(f) == cloudpickle.dumps(f)
+        assert b"fp_pkg_rebound.child" not in ferropickle.dumps(f)
+        sys.modules = original
+        for _ in range(2):
+            assert ferropickle.dumps(f) == cloudpickle.dumps(f)
+        assert b"fp_pkg_rebound.child" in ferropickle.dumps(f)
+    finally:
+        sys.modules = original
+        for mod in ("fp_pkg_rebound.child", "fp_pkg_rebound"):
+            sys.modules.pop(mod, None)
+
+
 def test_a_fresh_copy_per_task_reuses_what_its_code_determines():
     """`client.submit` in a loop: the scheduler holds a fresh copy of the function per task."""
     blob = cloudpickle.dumps(script("import json\ndef f(x):\n    return json.dumps(x)\n")["f"])

@@ -14,8 +14,9 @@
 //! global names it uses (`_extract_code_globals`, which cloudpickle caches the same way, keyed
 //! by code equality) and, per module and per state of `sys.modules`, which submodules those names
 //! reach (`_find_imported_submodules`). A code object is immutable, so the first can never go
-//! stale; the second is re-computed whenever `sys.modules` has changed at all (its dict version
-//! tag moves on every insertion, deletion and replacement).
+//! stale; the second is re-computed whenever `sys.modules` has changed at all or was rebound
+//! (`watch.rs`: its dict version tag, or a dict watcher, moves on every insertion, deletion and
+//! replacement).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +30,7 @@ use super::reduce;
 use crate::dumps::cloudpickle_check;
 use crate::dumps::global_kind;
 use crate::dumps::lookup::Lookup;
+use crate::dumps::watch;
 use crate::dumps::Pickler;
 use crate::opcodes::{EMPTY_TUPLE, REDUCE};
 
@@ -79,9 +81,8 @@ pub fn save_module<'py>(p: &mut Pickler<'py>, module: &Bound<'py, PyAny>) -> PyR
     if global_kind::registered_by_value(py, p.lookup, name.to_str()?)? {
         return Ok(false);
     }
-    // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to `sys.modules`.
-    let modules = unsafe { Bound::from_borrowed_ptr(py, ffi::PyImport_GetModuleDict()) };
-    if !modules.contains(&name)? {
+    // `_module_reduce` asks `name in sys.modules`, the attribute a program may rebind.
+    if !watch::sys_modules(py)?.contains(&name)? {
         return Ok(false);
     }
     p.save(p.lookup.cp.subimport.bind(py), false)?;
@@ -336,98 +337,8 @@ pub fn submodule_scans() -> u64 {
     SUBMODULE_SCANS.load(Ordering::Relaxed)
 }
 
-/// A number that changes whenever `sys.modules` changes, with the dict's address in the high
-/// bits in case `sys.modules` itself is replaced; `None` where it can't be had (then nothing
-/// is cached). Before CPython 3.12, the dict's version tag (moved by every insertion, deletion
-/// and replacement of an entry); from 3.12, which deprecated the tag (3.14 dropped it), a
-/// count of the events a dict watcher on `sys.modules` has seen (`PyDict_AddWatcher`).
-fn modules_version(_py: Python<'_>) -> Option<u64> {
-    #[cfg(not(Py_3_12))]
-    {
-        // SAFETY: `PyImport_GetModuleDict` returns a borrowed reference to the interpreter's
-        // `sys.modules`, an exact dict; on CPython < 3.12 `PyDictObject` starts with the
-        // version tag after the object header and `ma_used`, which we only read.
-        #[allow(deprecated)]
-        let tag = unsafe {
-            let modules = ffi::PyImport_GetModuleDict() as *mut ffi::PyDictObject;
-            (*modules).ma_version_tag ^ ((modules as u64) << 40)
-        };
-        Some(tag)
-    }
-    #[cfg(Py_3_12)]
-    {
-        watch::modules_version(_py)
-    }
-}
-
-/// A dict watcher on `sys.modules` (CPython 3.12+; PyO3 binds `PyDict_Watch` but not
-/// `PyDict_AddWatcher`).
-#[cfg(Py_3_12)]
-mod watch {
-    use std::ffi::c_int;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-    use pyo3::ffi;
-    use pyo3::prelude::*;
-    use pyo3::sync::PyOnceLock;
-
-    type Callback = unsafe extern "C" fn(
-        event: c_int,
-        dict: *mut ffi::PyObject,
-        key: *mut ffi::PyObject,
-        new_value: *mut ffi::PyObject,
-    ) -> c_int;
-
-    extern "C" {
-        /// `int PyDict_AddWatcher(PyDict_WatchCallback callback)`: a watcher id, or -1 with an
-        /// exception set (an interpreter has a few watcher slots).
-        fn PyDict_AddWatcher(callback: Callback) -> c_int;
-    }
-
-    /// Events seen on the watched dict: every insertion, deletion, replacement, clear, clone
-    /// into it and its deallocation.
-    static EVENTS: AtomicU64 = AtomicU64::new(0);
-    /// The dict being watched (its address), 0 before the first.
-    static WATCHED: AtomicUsize = AtomicUsize::new(0);
-    static WATCHER: PyOnceLock<Option<c_int>> = PyOnceLock::new();
-
-    /// Counts the event. Called by the interpreter with the GIL held, before the change; it
-    /// runs no Python code and never fails.
-    unsafe extern "C" fn on_event(
-        _event: c_int,
-        _dict: *mut ffi::PyObject,
-        _key: *mut ffi::PyObject,
-        _new_value: *mut ffi::PyObject,
-    ) -> c_int {
-        EVENTS.fetch_add(1, Ordering::Relaxed);
-        0
-    }
-
-    pub(super) fn modules_version(py: Python<'_>) -> Option<u64> {
-        let id = (*WATCHER.get_or_init(py, || {
-            // SAFETY: registering a callback that lives as long as the process, with the GIL.
-            let id = unsafe { PyDict_AddWatcher(on_event) };
-            if id < 0 {
-                // No watcher slot left: nothing is cached (recomputed on every call).
-                PyErr::take(py);
-                None
-            } else {
-                Some(id)
-            }
-        }))?;
-        // SAFETY: a borrowed reference to the interpreter's `sys.modules` dict.
-        let modules = unsafe { ffi::PyImport_GetModuleDict() };
-        if WATCHED.load(Ordering::Relaxed) != modules as usize {
-            // SAFETY: `modules` is a live exact dict and `id` a watcher registered above;
-            // watching a dict twice is harmless.
-            if unsafe { ffi::PyDict_Watch(id, modules) } != 0 {
-                PyErr::take(py);
-                return None;
-            }
-            WATCHED.store(modules as usize, Ordering::Relaxed);
-            // Whatever was cached for another dict is stale.
-            EVENTS.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(EVENTS.load(Ordering::Relaxed) ^ ((modules as u64) << 40))
-    }
+/// A number that changes whenever `sys.modules` (the attribute) is rebound or changes;
+/// `None` where it can't be had (then nothing is cached). See `watch.rs`.
+fn modules_version(py: Python<'_>) -> Option<u64> {
+    watch::modules_version(py)
 }

@@ -22,7 +22,7 @@ impl<'py> Pickler<'py> {
     /// these classes are written as `pickle` writes them while nothing only cloudpickle writes
     /// (a function or class by value, a code object, cell or module) was met, and as cloudpickle
     /// writes them once one was (`cloudpickle_stream`). One written in `pickle`'s form before the
-    /// first such object is noted (`builtin_type_by_name`); when that object comes, the walk
+    /// first such object is noted (`pickle_only_form`); when that object comes, the walk
     /// starts over as cloudpickle's (`Pickler::enter_cloudpickle_stream`), so no stream mixes
     /// the two forms.
     pub(in crate::dumps) fn save_type(&mut self, cls: &Bound<'py, PyType>) -> PyResult<()> {
@@ -63,7 +63,7 @@ impl<'py> Pickler<'py> {
                 return Ok(());
             }
             // Written in `pickle`'s form below: noted, in case the stream turns cloudpickle's.
-            self.builtin_type_by_name = true;
+            self.pickle_only_form = true;
         }
         // A class with a metaclass: a copyreg (or cloudpickle) reducer registered for the
         // metaclass wins, as in `save()`, which consults the dispatch table first.
@@ -116,6 +116,28 @@ impl<'py> Pickler<'py> {
                     return Ok(());
                 }
                 self.write_stack_global(obj, &module, &qualname)
+            }
+            // 3.15's `pickle` writes a private name by its mangled form; cloudpickle writes a
+            // function or class of that kind by value. Written as the stream's writer would,
+            // noted in case the stream turns cloudpickle's (see `save_type`).
+            Kind::Mangled {
+                cloudpickle_by_value: true,
+                ..
+            } if self.cloudpickle_stream => by_value::save_by_value(self, obj),
+            Kind::Mangled {
+                module,
+                mangled,
+                cloudpickle_by_value,
+                ..
+            } => {
+                self.pickle_only_form |= cloudpickle_by_value;
+                self.write_global(
+                    obj,
+                    Kind::ByRef {
+                        module,
+                        qualname: mangled,
+                    },
+                )
             }
             Kind::ByValue => by_value::save_by_value(self, obj),
         }

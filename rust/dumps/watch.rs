@@ -1,0 +1,282 @@
+//! `sys.modules` as pickle and cloudpickle see it, and counters that move whenever something a
+//! remembered answer depends on may have changed.
+//!
+//! `pickle.whichmodule`, `save_global`'s checks and cloudpickle (`_lookup_module_and_qualname`,
+//! `_module_reduce`, `_find_imported_submodules`) all read the `sys.modules` *attribute*, which a
+//! program may rebind (`sys.modules = dict(sys.modules)`); the interpreter's own import dict
+//! (`PyImport_GetModuleDict`) stays the original then. [`sys_modules`] reads what they read.
+//!
+//! From CPython 3.12 one dict watcher (`PyDict_AddWatcher`) counts the events (an insertion,
+//! deletion, replacement, clear, clone into, or deallocation) of the dicts watched:
+//! - `sys.__dict__`, so rebinding `sys.modules` is an event, and the dict `sys.modules` is
+//!   now: both move [`modules_version`] and [`epoch`];
+//! - the module dicts that remembered by-reference decisions were found in
+//!   ([`watch_dict`]): they move [`epoch`] only.
+//!
+//! The callback runs with the GIL held, before the change is made; it only adds to counters. A
+//! watched `sys.modules` dict that is deallocated is forgotten, so a new dict at its address is
+//! watched again before anything is remembered against it. Before 3.12 there are no watchers:
+//! [`modules_version`] is the dict's version tag (globally unique on those versions), and
+//! [`epoch`] is `None` (nothing is remembered against it).
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// `sys.modules`, read as `sys.modules` is in Python: from the interpreter's `sys` dict (what
+/// `PySys_GetObject` reads); deleted, the `AttributeError` that reading it there raises.
+pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let not_there =
+        || pyo3::exceptions::PyAttributeError::new_err("module 'sys' has no attribute 'modules'");
+    let Some(sys_dict) = sys_dict(py) else {
+        // SAFETY: `PySys_GetObject` returns a borrowed reference (or NULL, with no exception
+        // set); we own a new reference before any code can run.
+        unsafe {
+            let modules = ffi::PySys_GetObject(c"modules".as_ptr());
+            if modules.is_null() {
+                return Err(not_there());
+            }
+            return Ok(Bound::from_borrowed_ptr(py, modules));
+        }
+    };
+    // SAFETY: `sys_dict` is a live exact dict; `PyDict_GetItemWithError` returns a borrowed
+    // reference (or NULL), owned before any code can run.
+    unsafe {
+        let modules =
+            ffi::PyDict_GetItemWithError(sys_dict.as_ptr(), pyo3::intern!(py, "modules").as_ptr());
+        if modules.is_null() {
+            return Err(PyErr::take(py).unwrap_or_else(not_there));
+        }
+        Ok(Bound::from_borrowed_ptr(py, modules))
+    }
+}
+
+/// The interpreter's `sys` dict, found once (`PySys_GetObject` builds a str for every lookup):
+/// the `sys` module's dict, checked to hold the very `modules` object `PySys_GetObject` gives.
+/// `None` if it can't be found so.
+fn sys_dict(py: Python<'_>) -> Option<&Bound<'_, pyo3::types::PyDict>> {
+    static SYS_DICT: PyOnceLock<Option<Py<pyo3::types::PyDict>>> = PyOnceLock::new();
+    SYS_DICT
+        .get_or_init(py, || {
+            // SAFETY: `PyImport_GetModule` returns a new reference or NULL (reading the
+            // interpreter's import dict, which rebinding `sys.modules` leaves alone);
+            // `PySys_GetObject` a borrowed one or NULL, only compared.
+            let (sys, modules) = unsafe {
+                let sys = ffi::PyImport_GetModule(pyo3::intern!(py, "sys").as_ptr());
+                if sys.is_null() {
+                    PyErr::take(py);
+                    return None;
+                }
+                (
+                    Bound::from_owned_ptr(py, sys),
+                    ffi::PySys_GetObject(c"modules".as_ptr()),
+                )
+            };
+            let dict: Bound<'_, pyo3::types::PyDict> =
+                sys.getattr("__dict__").ok()?.cast_into().ok()?;
+            let holds = dict
+                .get_item("modules")
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.as_ptr() == modules);
+            holds.then(|| dict.unbind())
+        })
+        .as_ref()
+        .map(|d| d.bind(py))
+}
+
+/// A number that changes whenever `sys.modules` (the attribute) is rebound or changes, with the
+/// dict's address in the high bits; `None` where it can't be had (then nothing may be
+/// remembered against it).
+pub fn modules_version(py: Python<'_>) -> Option<u64> {
+    let modules = sys_modules(py).ok()?;
+    // SAFETY: a type check of a live object.
+    if unsafe { ffi::PyDict_CheckExact(modules.as_ptr()) } == 0 {
+        return None;
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        // SAFETY: `modules` is a live exact dict; on CPython < 3.12 `PyDictObject` starts with
+        // the version tag after the object header and `ma_used`, which we only read.
+        #[allow(deprecated)]
+        let tag = unsafe { (*(modules.as_ptr() as *mut ffi::PyDictObject)).ma_version_tag };
+        Some(tag ^ ((modules.as_ptr() as u64) << 40))
+    }
+    #[cfg(Py_3_12)]
+    {
+        watchers::watch_modules(py, &modules)?;
+        Some(watchers::modules_events() ^ ((modules.as_ptr() as u64) << 40))
+    }
+}
+
+/// Starts watching `sys.__dict__` and `sys.modules`, then returns the count of events on every
+/// watched dict; `None` before CPython 3.12 or when a dict can't be watched. A value read here
+/// before a check, and compared equal to [`epoch_now`] later, means no watched dict changed in
+/// between.
+pub fn epoch(py: Python<'_>) -> Option<u64> {
+    #[cfg(Py_3_12)]
+    {
+        let modules = sys_modules(py).ok()?;
+        // SAFETY: a type check of a live object.
+        if unsafe { ffi::PyDict_CheckExact(modules.as_ptr()) } == 0 {
+            return None;
+        }
+        watchers::watch_modules(py, &modules)?;
+        Some(watchers::all_events())
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        let _ = py;
+        None
+    }
+}
+
+/// The count [`epoch`] returns, without setting anything up: `0` before CPython 3.12, which
+/// [`epoch`] never returns there.
+#[inline]
+pub fn epoch_now() -> u64 {
+    #[cfg(Py_3_12)]
+    {
+        watchers::all_events()
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        0
+    }
+}
+
+/// Watches `dict` (a module's `__dict__`), so that any change to it moves [`epoch`]. `false`
+/// if it can't be (before CPython 3.12, not an exact dict, or no watcher slot).
+pub fn watch_dict(py: Python<'_>, dict: &Bound<'_, PyAny>) -> bool {
+    #[cfg(Py_3_12)]
+    {
+        watchers::watch(py, dict)
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        let _ = (py, dict);
+        false
+    }
+}
+
+/// The watcher (CPython 3.12+; PyO3 binds `PyDict_Watch` but not `PyDict_AddWatcher`).
+#[cfg(Py_3_12)]
+mod watchers {
+    use std::ffi::c_int;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+
+    type Callback = unsafe extern "C" fn(
+        event: c_int,
+        dict: *mut ffi::PyObject,
+        key: *mut ffi::PyObject,
+        new_value: *mut ffi::PyObject,
+    ) -> c_int;
+
+    extern "C" {
+        /// `int PyDict_AddWatcher(PyDict_WatchCallback callback)`: a watcher id, or -1 with an
+        /// exception set (an interpreter has a few watcher slots).
+        fn PyDict_AddWatcher(callback: Callback) -> c_int;
+    }
+
+    /// `PyDict_EVENT_DEALLOCATED` (the sixth of `PyDict_WatchEvent`, 3.12-3.15).
+    const DEALLOCATED: c_int = 5;
+
+    /// Events on `sys.__dict__` and the watched `sys.modules`.
+    static MODULES_EVENTS: AtomicU64 = AtomicU64::new(0);
+    /// Events on every watched dict.
+    static ALL_EVENTS: AtomicU64 = AtomicU64::new(0);
+    /// The `sys.modules` dict watched (its address), 0 before the first or once deallocated.
+    static MODULES: AtomicUsize = AtomicUsize::new(0);
+    /// `sys.__dict__` (its address), once watched; it lives as long as the interpreter.
+    static SYS_DICT: AtomicUsize = AtomicUsize::new(0);
+    static WATCHER: PyOnceLock<Option<c_int>> = PyOnceLock::new();
+
+    /// Counts the event. Called by the interpreter with the GIL held, before the change; it
+    /// runs no Python code and never fails.
+    unsafe extern "C" fn on_event(
+        event: c_int,
+        dict: *mut ffi::PyObject,
+        _key: *mut ffi::PyObject,
+        _new_value: *mut ffi::PyObject,
+    ) -> c_int {
+        let dict = dict as usize;
+        if dict == MODULES.load(Ordering::Relaxed) || dict == SYS_DICT.load(Ordering::Relaxed) {
+            MODULES_EVENTS.fetch_add(1, Ordering::Relaxed);
+            if event == DEALLOCATED && dict == MODULES.load(Ordering::Relaxed) {
+                MODULES.store(0, Ordering::Relaxed);
+            }
+        }
+        ALL_EVENTS.fetch_add(1, Ordering::Relaxed);
+        0
+    }
+
+    fn id(py: Python<'_>) -> Option<c_int> {
+        *WATCHER.get_or_init(py, || {
+            // SAFETY: registering a callback that lives as long as the process, with the GIL.
+            let id = unsafe { PyDict_AddWatcher(on_event) };
+            if id < 0 {
+                // No watcher slot left: nothing is remembered against the counters.
+                PyErr::take(py);
+                None
+            } else {
+                Some(id)
+            }
+        })
+    }
+
+    /// Watches `dict`, an exact dict. `false` if it can't be.
+    pub(super) fn watch(py: Python<'_>, dict: &Bound<'_, PyAny>) -> bool {
+        let Some(id) = id(py) else {
+            return false;
+        };
+        // SAFETY: a type check of a live object; `PyDict_Watch` on a live exact dict with a
+        // registered watcher id (watching a dict twice is harmless).
+        unsafe {
+            if ffi::PyDict_CheckExact(dict.as_ptr()) == 0 {
+                return false;
+            }
+            if ffi::PyDict_Watch(id, dict.as_ptr()) != 0 {
+                PyErr::take(py);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes sure `sys.__dict__` and `modules` (the current `sys.modules`, an exact dict) are
+    /// watched. `None` if they can't be.
+    pub(super) fn watch_modules(py: Python<'_>, modules: &Bound<'_, PyAny>) -> Option<()> {
+        if SYS_DICT.load(Ordering::Relaxed) == 0 {
+            let sys_dict = super::sys_dict(py)?;
+            if !watch(py, sys_dict.as_any()) {
+                return None;
+            }
+            SYS_DICT.store(sys_dict.as_ptr() as usize, Ordering::Relaxed);
+            MODULES_EVENTS.fetch_add(1, Ordering::Relaxed);
+            ALL_EVENTS.fetch_add(1, Ordering::Relaxed);
+        }
+        if MODULES.load(Ordering::Relaxed) != modules.as_ptr() as usize {
+            if !watch(py, modules) {
+                return None;
+            }
+            MODULES.store(modules.as_ptr() as usize, Ordering::Relaxed);
+            // Whatever was remembered for another dict is stale.
+            MODULES_EVENTS.fetch_add(1, Ordering::Relaxed);
+            ALL_EVENTS.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(())
+    }
+
+    pub(super) fn modules_events() -> u64 {
+        MODULES_EVENTS.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(super) fn all_events() -> u64 {
+        ALL_EVENTS.load(Ordering::Relaxed)
+    }
+}
