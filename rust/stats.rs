@@ -58,25 +58,16 @@ pub struct CallCounts {
 
 static CLOCK: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
 
-/// One call in this many is timed (a power of two).
+/// One call in this many is timed.
 const SAMPLE: u64 = 8;
-
-/// The state of the xorshift64* generator that picks the calls timed (updated under the GIL,
-/// like the counters).
-static RNG: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
 
 /// A call's start time, if this call is one of those timed.
 pub struct Timer(Option<u64>);
 
 impl Timer {
     pub fn start() -> Timer {
-        let mut x = RNG.load(Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        RNG.store(x, Relaxed);
-        // The high bits of the scrambled state: the best of xorshift64*.
-        let timed = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> (64 - SAMPLE.trailing_zeros()) == 0;
+        // fastrand's generator is per thread (wyrand), so picking costs a few instructions.
+        let timed = fastrand::u64(..SAMPLE) == 0;
         Timer(timed.then(|| CLOCK.raw()))
     }
 
