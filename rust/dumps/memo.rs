@@ -95,6 +95,30 @@ impl MemoTable {
         idx
     }
 
+    /// The index the next `MEMOIZE` assigns.
+    #[inline]
+    pub fn next_index(&self) -> u32 {
+        self.next
+    }
+
+    /// The entries added since `mark`, in order, with their memo indices.
+    pub fn entries_since(&self, mark: Mark) -> &[(Py<PyAny>, u32)] {
+        &self.entries[mark.0..]
+    }
+
+    /// Takes the next `count` indices at once, entering each of `entries` (given as offsets
+    /// from the first of them, in increasing order) under its index: what `count` `MEMOIZE`s
+    /// written elsewhere assign, when only those objects get entries.
+    pub fn extend_relocated(&mut self, py: Python<'_>, entries: &[(Py<PyAny>, u32)], count: u32) {
+        let base = self.next;
+        self.entries.extend(
+            entries
+                .iter()
+                .map(|(obj, offset)| (obj.clone_ref(py), base + offset)),
+        );
+        self.next += count;
+    }
+
     /// Takes the next index for an object nothing can refer to again, without an entry.
     #[inline]
     pub fn skip(&mut self) -> u32 {

@@ -37,6 +37,7 @@
 
 mod batch;
 mod cloudpickle_check;
+mod code_cache;
 mod global_kind;
 mod lookup;
 mod memo;
@@ -174,6 +175,8 @@ pub struct CacheInfo {
     pub code_objects: usize,
     /// Times `sys.modules` was scanned for a module's imported submodules.
     pub submodule_scans: u64,
+    /// Code objects whose encoded arguments are kept for copying into later streams.
+    pub code_segments: usize,
 }
 
 pub fn cache_info(py: Python<'_>) -> CacheInfo {
@@ -181,14 +184,16 @@ pub fn cache_info(py: Python<'_>) -> CacheInfo {
         globals: global_kind::len(),
         code_objects: code::len(py),
         submodule_scans: code::submodule_scans(),
+        code_segments: code_cache::len(),
     }
 }
 
-/// Forgets the by-reference/by-value decisions and what is known about code objects
-/// (`ferropickle.cache_clear()`).
+/// Forgets the by-reference/by-value decisions and what is known about code objects, their
+/// encoded arguments included (`ferropickle.cache_clear()`).
 pub fn cache_clear(py: Python<'_>) {
     global_kind::clear();
     code::clear(py);
+    code_cache::clear();
 }
 
 /// A thread's output buffer and memo tables, reused between calls: most messages are small and
