@@ -83,7 +83,7 @@ def call_check(expected: Any, actual: Any) -> None:
         assert expected.__code__ == actual.__code__
     elif isinstance(expected, (list, tuple)):
         assert type(expected) is type(actual) and len(expected) == len(actual)
-        for e, a in zip(expected, actual):
+        for e, a in zip(expected, actual, strict=True):
             call_check(e, a)
     else:
         assert expected == actual
