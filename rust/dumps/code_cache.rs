@@ -102,6 +102,9 @@ struct Entry {
     weakref: Option<Py<PyWeakrefReference>>,
     /// Protocol 4, protocol 5.
     slots: [Slot; 2],
+    /// What `code::info` found for this code object (a `CodeInfo`), kept with the entry so
+    /// that it is found by identity instead of by hashing the code object.
+    info: Option<Py<PyAny>>,
 }
 
 static TABLE: LazyLock<Mutex<FxHashMap<usize, Entry>>> = LazyLock::new(Default::default);
@@ -185,6 +188,7 @@ fn segment<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<Opti
                 Entry {
                     weakref: None,
                     slots: [Slot::Unknown, Slot::Unknown],
+                    info: None,
                 },
             );
             dropped
@@ -223,6 +227,7 @@ fn segment<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<Opti
         let entry = table.entry(key).or_insert_with(|| Entry {
             weakref: None,
             slots: [Slot::Unknown, Slot::Unknown],
+            info: None,
         });
         // A dead code object's entry is replaced whole.
         let stale = match &entry.weakref {
@@ -231,6 +236,7 @@ fn segment<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<Opti
                 Entry {
                     weakref: None,
                     slots: [Slot::Unknown, Slot::Unknown],
+                    info: None,
                 },
             )),
             _ => None,
@@ -427,6 +433,38 @@ fn scan(bytes: &[u8]) -> Option<Vec<Piece>> {
         pieces.push(Piece::Literal(literal_start as u32, i as u32));
     }
     Some(pieces)
+}
+
+/// The `CodeInfo` kept for this very code object by [`keep_info`], if its entry is still
+/// there.
+pub fn info_of<'py>(code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = code.py();
+    let (weakref, info) = {
+        let table = table();
+        let entry = table.get(&(code.as_ptr() as usize))?;
+        (
+            entry.weakref.as_ref()?.clone_ref(py),
+            entry.info.as_ref()?.clone_ref(py),
+        )
+    };
+    let alive = weakref.bind(py).upgrade().is_some_and(|c| c.is(code));
+    alive.then(|| info.into_bound(py))
+}
+
+/// Keeps `info` with the entry of `code`, when `code` has one of its own (from its second
+/// `dumps` on).
+pub fn keep_info(code: &Bound<'_, PyAny>, info: &Bound<'_, PyAny>) {
+    let mut table = table();
+    if let Some(entry) = table.get_mut(&(code.as_ptr() as usize)) {
+        // Upgrading and dropping the reference runs no Python code: `code` is alive.
+        let own = entry
+            .weakref
+            .as_ref()
+            .is_some_and(|w| w.bind(code.py()).upgrade().is_some_and(|c| c.is(code)));
+        if own && entry.info.is_none() {
+            entry.info = Some(info.clone().unbind());
+        }
+    }
 }
 
 /// Number of code objects whose arguments are kept (for any protocol).

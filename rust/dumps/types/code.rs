@@ -285,8 +285,12 @@ fn table(py: Python<'_>) -> &Bound<'_, PyDict> {
 /// The [`CodeInfo`] of `code`, computed through cloudpickle the first time such code is seen.
 pub fn info<'py>(lookup: &Lookup, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, CodeInfo>> {
     let py = code.py();
+    if let Some(found) = code_cache::info_of(code) {
+        return Ok(found.cast_into::<CodeInfo>()?);
+    }
     let table = table(py);
     if let Some(found) = table.get_item(code)? {
+        code_cache::keep_info(code, &found);
         return Ok(found.cast_into::<CodeInfo>()?);
     }
     let names = lookup.cp.extract_code_globals.bind(py).call1((code,))?;
