@@ -138,6 +138,8 @@ struct AddressIndex {
     len: usize,
     /// The generation whose slots are live (never 0); a slot of any other one is empty.
     generation: u32,
+    /// 64 minus log2 of the number of slots: the top bits of the hash pick the slot.
+    shift: u32,
 }
 
 impl Default for AddressIndex {
@@ -146,6 +148,7 @@ impl Default for AddressIndex {
             slots: Vec::new(),
             len: 0,
             generation: 1,
+            shift: 64,
         }
     }
 }
@@ -166,7 +169,7 @@ impl AddressIndex {
     #[inline]
     fn start(&self, address: usize) -> usize {
         let h = ((address >> 4) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 32) as usize & (self.slots.len() - 1)
+        (h >> self.shift) as usize
     }
 
     #[inline]
@@ -188,14 +191,16 @@ impl AddressIndex {
         }
     }
 
-    /// Room for `more` entries beyond the live ones, at most three quarters full.
+    /// Room for `more` entries beyond the live ones, at most half full: most lookups miss,
+    /// and a miss probes to the next empty slot.
     fn reserve(&mut self, more: usize) {
-        let needed = (self.len + more) * 4 / 3 + 1;
+        let needed = (self.len + more) * 2 + 1;
         if needed <= self.slots.len() {
             return;
         }
         let size = needed.next_power_of_two().max(64);
         let old = std::mem::replace(&mut self.slots, vec![(0, 0, 0); size]);
+        self.shift = 64 - size.trailing_zeros();
         let live = self.generation;
         self.len = 0;
         for (a, idx, generation) in old {
