@@ -17,7 +17,8 @@
 //!
 //! Around the walk: `lookup.rs` holds the Python objects every writer consults, `memo.rs` the
 //! memo table, `cloudpickle_check.rs` whether our by-value writer matches the installed
-//! cloudpickle.
+//! cloudpickle, `code_cache.rs` the encoded arguments of code objects met before, copied into
+//! later streams.
 //!
 //! Memo policy: exactly `pickle`'s. Every str, bytes, tuple, frozenset and container that
 //! `pickle` memoizes gets a memo entry, whatever its reference count: an object held by one

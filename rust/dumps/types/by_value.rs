@@ -18,7 +18,7 @@
 //! written once, cycles close through the memo and `PickleBuffer`s go out of band.
 //!
 //! Nothing about a function is cached between calls: only what its immutable code object
-//! determines (see `code.rs`). On first use the native writer is checked against the installed
+//! determines (see `code.rs`), and the opcodes that write that code object (`code_cache.rs`). On first use the native writer is checked against the installed
 //! cloudpickle (`cloudpickle_check.rs`: sample functions pickled both ways, streams compared after
 //! `pickletools.optimize`); if they differ (another cloudpickle version), the reduction comes
 //! from a `cloudpickle.Pickler` kept for the call instead, with the same effect.

@@ -15,7 +15,9 @@
 //! by code equality) and, per module and per state of `sys.modules`, which submodules those names
 //! reach (`_find_imported_submodules`). A code object is immutable, so the first can never go
 //! stale; the second is re-computed whenever `sys.modules` has changed at all (its dict version
-//! tag moves on every insertion, deletion and replacement).
+//! tag moves on every insertion, deletion and replacement). Once `code_cache.rs` keeps a code
+//! object's encoded arguments, its `CodeInfo` is kept there too and found by identity, without
+//! hashing the code object.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
