@@ -246,6 +246,26 @@ class Program:
         self.tags.add("namespace")
         return "[{" + ", ".join(f"'{n}': {n}" for n in names) + "}, " + names[-1] + "]"
 
+    def code_sharing(self, target: str) -> str:
+        """`target` with objects of a function's code object beside it (its names, constants,
+        bytecode, or a second function on the same code object), before or after it: the
+        pickler memoizes them by identity, so the function's code must then refer to the
+        earlier ones, and later ones to the code's."""
+        how = self.c.below(7)
+        if how == 0 or not self.functions:
+            return target
+        f = self.c.pick(self.functions)
+        self.tags.add("code-shared")
+        parts = {
+            1: f"{f}.__code__.co_names",
+            2: f"{f}.__code__.co_consts",
+            3: f"{f}.__code__.co_code",
+            4: f"list({f}.__code__.co_varnames)",
+            5: f"types.FunctionType({f}.__code__, {f}.__globals__, 'twin', {f}.__defaults__)",
+            6: f"[{f}.__code__.co_name, {f}.__code__.co_filename, {f}.__code__.co_linetable]",
+        }[how]
+        return f"[{parts}, {target}, {f}]" if self.c.chance(50) else f"[{target}, {f}, {parts}]"
+
     def change(self) -> str:
         """A statement run in the module between two pickling steps."""
         c = self.c
@@ -452,6 +472,9 @@ def generate(data: bytes) -> Generated:
         step_tags += [program.tags - before, set()]
         program.tags = before
     target = program.target()
+    # Decided last, 0 (what a saved find that runs out of bytes reads) leaving the target as it
+    # was: the finds saved before this decision existed replay unchanged.
+    target = program.code_sharing(target)
     return Generated("\n".join(program.lines), kind, steps, step_tags, target, program.tags)
 
 

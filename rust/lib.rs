@@ -55,6 +55,7 @@ fn cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     out.set_item("globals", info.globals)?;
     out.set_item("code_objects", info.code_objects)?;
     out.set_item("submodule_scans", info.submodule_scans)?;
+    out.set_item("code_segments", info.code_segments)?;
     Ok(out)
 }
 

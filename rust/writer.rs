@@ -76,6 +76,37 @@ impl Writer {
         self.buf
     }
 
+    /// Bytes written so far, headers and reserved frame headers included.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What was written from position `start` (a [`Writer::len`]) on.
+    pub fn written_since(&self, start: usize) -> &[u8] {
+        &self.buf[start..]
+    }
+
+    /// Where the open frame's reserved header starts, to tell whether a frame was closed
+    /// between two points.
+    #[inline]
+    pub fn frame_start(&self) -> Option<usize> {
+        self.frame_start
+    }
+
+    /// The open frame's payload so far, as [`Writer::boundary`] measures it.
+    #[inline]
+    pub fn frame_payload(&self) -> Option<usize> {
+        self.frame_start
+            .map(|start| self.buf.len() - start - FRAME_HEADER_SIZE)
+    }
+
+    /// Opcodes encoded elsewhere, copied as they are (the caller keeps the frames right).
+    #[inline]
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     #[inline]
     pub fn op(&mut self, op: u8) {
         self.buf.push(op);

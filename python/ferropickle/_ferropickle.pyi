@@ -104,9 +104,12 @@ def cache_info() -> dict[str, Any]:
     builtins, each re-checked on use against where its name points now) and ``code_objects``
     (distinct code objects whose global names, as cloudpickle's ``_extract_code_globals``
     finds them, are known: a code object is immutable, and the submodules it reaches are
-    looked up again whenever ``sys.modules`` has changed), and ``submodule_scans`` (how many
+    looked up again whenever ``sys.modules`` has changed), ``submodule_scans`` (how many
     times those submodules were looked up because ``sys.modules`` had changed or the code was
-    new; a count since the process started, not cleared by ``cache_clear``).
+    new; a count since the process started, not cleared by ``cache_clear``), and
+    ``code_segments`` (live code objects, met by two or more ``dumps``, whose encoded
+    ``_code_reduce`` arguments are kept and copied into later streams when none of the objects
+    they memoize is in that stream's memo yet; each goes when its code object is freed).
     """
 
 def cache_clear() -> None:

@@ -17,7 +17,8 @@
 //!
 //! Around the walk: `lookup.rs` holds the Python objects every writer consults, `memo.rs` the
 //! memo table, `cloudpickle_check.rs` whether our by-value writer matches the installed
-//! cloudpickle.
+//! cloudpickle, `code_cache.rs` the encoded arguments of code objects met before, copied into
+//! later streams.
 //!
 //! Memo policy: exactly `pickle`'s. Every str, bytes, tuple, frozenset and container that
 //! `pickle` memoizes gets a memo entry, whatever its reference count: an object held by one
@@ -37,6 +38,7 @@
 
 mod batch;
 mod cloudpickle_check;
+mod code_cache;
 mod global_kind;
 mod lookup;
 mod memo;
@@ -175,6 +177,8 @@ pub struct CacheInfo {
     pub code_objects: usize,
     /// Times `sys.modules` was scanned for a module's imported submodules.
     pub submodule_scans: u64,
+    /// Code objects whose encoded arguments are kept for copying into later streams.
+    pub code_segments: usize,
 }
 
 pub fn cache_info(py: Python<'_>) -> CacheInfo {
@@ -182,14 +186,16 @@ pub fn cache_info(py: Python<'_>) -> CacheInfo {
         globals: global_kind::len(),
         code_objects: code::len(py),
         submodule_scans: code::submodule_scans(),
+        code_segments: code_cache::len(),
     }
 }
 
-/// Forgets the by-reference/by-value decisions and what is known about code objects
-/// (`ferropickle.cache_clear()`).
+/// Forgets the by-reference/by-value decisions and what is known about code objects, their
+/// encoded arguments included (`ferropickle.cache_clear()`).
 pub fn cache_clear(py: Python<'_>) {
     global_kind::clear();
     code::clear(py);
+    code_cache::clear();
 }
 
 /// A thread's output buffer and memo tables, reused between calls: most messages are small and

@@ -18,7 +18,7 @@
 //! written once, cycles close through the memo and `PickleBuffer`s go out of band.
 //!
 //! Nothing about a function is cached between calls: only what its immutable code object
-//! determines (see `code.rs`). On first use the native writer is checked against the installed
+//! determines (see `code.rs`), and the opcodes that write that code object (`code_cache.rs`). On first use the native writer is checked against the installed
 //! cloudpickle (`cloudpickle_check.rs`: sample functions pickled both ways, streams compared after
 //! `pickletools.optimize`); if they differ (another cloudpickle version), the reduction comes
 //! from a `cloudpickle.Pickler` kept for the call instead, with the same effect.
@@ -28,6 +28,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
@@ -255,12 +256,15 @@ fn submodules<'py>(
         if unsafe { ffi::PyModule_Check(dep.as_ptr()) } == 0 {
             continue;
         }
-        let package = dep.getattr_opt(pyo3::intern!(py, "__package__"))?;
+        let package = module_attr(dep, pyo3::intern!(py, "__package__"))?;
         match package {
             Some(p) if p.is_truthy()? => {}
             _ => continue,
         }
-        let name = dep.getattr(pyo3::intern!(py, "__name__"))?;
+        let name = match module_attr(dep, pyo3::intern!(py, "__name__"))? {
+            Some(name) => name,
+            None => dep.getattr(pyo3::intern!(py, "__name__"))?,
+        };
         let found = match name.cast_into::<PyString>() {
             Ok(name) => info.submodules_of(lookup, code, dep, &name)?,
             // A module whose `__name__` is not a str: let cloudpickle's function decide.
@@ -274,6 +278,41 @@ fn submodules<'py>(
         out.extend(found.iter());
     }
     Ok(out)
+}
+
+/// `getattr(module, name, None)`-like: the attribute, or `None` where there is none. For a
+/// plain module (of `types.ModuleType` itself, whose class defines neither `__name__` nor
+/// `__package__`) an attribute found in the module's dict is what `getattr` returns, so it is
+/// read from there (the generic lookup first searches the class); otherwise, and for any
+/// other object, through `getattr`.
+fn module_attr<'py>(
+    module: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = module.py();
+    static PLAIN: PyOnceLock<bool> = PyOnceLock::new();
+    let plain = *PLAIN.get_or_init(py, || {
+        let class_dict = py
+            .get_type::<pyo3::types::PyModule>()
+            .getattr(pyo3::intern!(py, "__dict__"));
+        class_dict.is_ok_and(|d| {
+            ["__name__", "__package__"]
+                .iter()
+                .all(|k| d.contains(k).is_ok_and(|found| !found))
+        })
+    });
+    // SAFETY: exact type check on a live object.
+    if plain && unsafe { ffi::PyModule_CheckExact(module.as_ptr()) } != 0 {
+        // SAFETY: `module` is a live module; `PyModule_GetDict` returns a borrowed reference to
+        // its dict (every module object has one), owned here before any code can run.
+        let dict = unsafe { Bound::from_borrowed_ptr(py, ffi::PyModule_GetDict(module.as_ptr())) };
+        if let Ok(dict) = dict.cast_into::<PyDict>() {
+            if let Some(value) = dict.get_item(name)? {
+                return Ok(Some(value));
+            }
+        }
+    }
+    module.getattr_opt(name)
 }
 
 /// The reduction of `func` by a `cloudpickle.Pickler` kept for this call (so that its

@@ -16,7 +16,8 @@
 //! reach (`_find_imported_submodules`). A code object is immutable, so the first can never go
 //! stale; the second is re-computed whenever `sys.modules` has changed at all or was rebound
 //! (`watch.rs`: its dict version tag, or a dict watcher, moves on every insertion, deletion and
-//! replacement).
+//! replacement). Once `code_cache.rs` keeps a code object's encoded arguments, its `CodeInfo` is
+//! kept there too and found by identity, without hashing the code object.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +29,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::reduce;
 use crate::dumps::cloudpickle_check;
+use crate::dumps::code_cache;
 use crate::dumps::global_kind;
 use crate::dumps::lookup::Lookup;
 use crate::dumps::watch;
@@ -125,6 +127,20 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
         return reduce::save_reduce(p, code, &rv);
     }
     save_code_type(p)?;
+    // The arguments, copied from what an earlier call wrote for this code object when they
+    // come out the same here (see `code_cache.rs`), or written field by field.
+    if !code_cache::write_args(p, code)? {
+        save_code_args(p, code)?;
+    }
+    p.out.op(REDUCE);
+    p.memoize_reduced(code);
+    Ok(())
+}
+
+/// The argument tuple of `types.CodeType(*args)`: this Python's constructor fields, in their
+/// order, each as `_code_reduce` gives it.
+pub fn save_code_args<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<()> {
+    let py = p.py;
     let fields = code_fields(py, p.lookup);
     p.out.tuple_open(fields.len());
     for (name, treat) in fields {
@@ -148,9 +164,20 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
         result.map_err(|e| p.at(e, || format!("code.{attr}")))?;
     }
     p.close_fresh_tuple(fields.len());
-    p.out.op(REDUCE);
-    p.memoize_reduced(code);
     Ok(())
+}
+
+/// The values of the constructor fields `_code_reduce` reads from `code` (for a field it copies,
+/// the value it copies), in its order.
+pub fn code_field_values<'py>(
+    lookup: &Lookup,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = code.py();
+    code_fields(py, lookup)
+        .iter()
+        .map(|(name, _)| code.getattr(name.bind(py)))
+        .collect()
 }
 
 /// The fields of `types.CodeType(...)`, in `_code_reduce`'s order; `true` marks the two that
@@ -260,8 +287,12 @@ fn table(py: Python<'_>) -> &Bound<'_, PyDict> {
 /// The [`CodeInfo`] of `code`, computed through cloudpickle the first time such code is seen.
 pub fn info<'py>(lookup: &Lookup, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, CodeInfo>> {
     let py = code.py();
+    if let Some(found) = code_cache::info_of(code) {
+        return Ok(found.cast_into::<CodeInfo>()?);
+    }
     let table = table(py);
     if let Some(found) = table.get_item(code)? {
+        code_cache::keep_info(code, &found);
         return Ok(found.cast_into::<CodeInfo>()?);
     }
     let names = lookup.cp.extract_code_globals.bind(py).call1((code,))?;
