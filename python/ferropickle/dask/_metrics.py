@@ -41,6 +41,7 @@ _COUNTER_HELP = {
 _CACHE_HELP = {
     "globals": "By-reference/by-value decisions ferropickle.dumps remembers for live objects",
     "code_objects": "Code objects whose global names ferropickle.dumps remembers",
+    "code_segments": "Code objects whose encoded arguments ferropickle.dumps keeps",
 }
 
 
