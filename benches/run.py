@@ -20,6 +20,8 @@ import sys
 # under the same module name in both.
 import workloads
 
+from ferropickle.__main__ import _positive
+
 #: Rows that need more than ferropickle: (modules, the rows left out without them).
 OPTIONAL = (
     (("dask",), "dask Task and both seed Task cases"),
@@ -33,28 +35,6 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a number of seconds greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number greater than 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benches/run.py",
@@ -62,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--budget",
-        type=_positive_float,
+        type=_positive(float),
         default=0.5,
         help="seconds per measurement (default 0.5)",
     )
     parser.add_argument(
         "--runs",
-        type=_positive_int,
+        type=_positive(int),
         default=1,
         help="measure this many times and give each figure as the range across runs (default 1)",
     )
