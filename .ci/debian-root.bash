@@ -1,12 +1,14 @@
 # Sourced by .ci/run and scripts/build-wheels: the Debian unstable root that CPython 3.14 and
 # 3.15 run in (they need a newer C library than this machine's). Needs root. The functions
 # write their logs into "$work", a temporary directory the sourcing script made.
+# shellcheck shell=bash disable=SC2154  # $work is the sourcing script's
 #
 # The root is made the first time (debootstrap from this machine's own apt mirror) and reused
 # after; the machine's Rust toolchain and the checkout are bind-mounted in at the same paths
 # while it is used.
 
 # Where the root is: $CI_DEBIAN_ROOT, else a directory in this user's cache.
+# shellcheck disable=SC2034  # read by the sourcing scripts
 DEBIAN_ROOT="${CI_DEBIAN_ROOT:-$HOME/.cache/ferropickle-ci/debian-sid}"
 
 # The Debian unstable root at $1, made with debootstrap if it is not there yet.
