@@ -266,6 +266,17 @@ class Program:
         }[how]
         return f"[{parts}, {target}, {f}]" if self.c.chance(50) else f"[{target}, {f}, {parts}]"
 
+    def frame_padding(self, target: str) -> str:
+        """`target` after fillers sized so that a 64 KiB frame mark (the first, or the second)
+        falls inside the target's own opcodes (see :func:`frame_padded`): `pickle` ends a frame
+        at the first object it saves past the mark, which includes the objects a reduction
+        builds for the stream alone (a function's state, a code object's argument tuple)."""
+        mark = self.c.below(3)
+        if mark == 0:
+            return target
+        self.tags.add("frame-mark")
+        return f"{frame_padded.__name__}({target}, {self.c.below(256)}, {mark})"
+
     def change(self) -> str:
         """A statement run in the module between two pickling steps."""
         c = self.c
@@ -316,6 +327,29 @@ class Program:
 # ---------------------------------------------------------------------------------------------
 # Comparing
 # ---------------------------------------------------------------------------------------------
+
+
+#: Where a pickler ends a frame: at the first object it saves once the frame holds this much.
+FRAME_SIZE_TARGET = 64 * 1024
+
+
+def frame_padded(obj, fraction: int, mark: int) -> list:
+    """`[*fillers, obj]`, a bytes and a str (each below a frame's size, so each sits in a frame)
+    sized so that frame mark `mark` (1 or 2) falls `fraction`/256 of the way into `obj`'s
+    opcodes, as far as `obj`'s own protocol 5 stream tells. For the second mark, two fillers of
+    32 KiB first make the first frame end at a place that does not depend on `obj`."""
+    try:
+        size = len(cloudpickle.dumps(obj, PROTOCOLS[-1])) - 12  # PROTO, FRAME, STOP
+    except Exception:  # compared as an error: any place will do
+        size = 0
+    into = max(size, 0) * fraction // 256
+    half_frame = FRAME_SIZE_TARGET // 2
+    fixed = [b"a" * half_frame, "b" * half_frame] if mark == 2 else []
+    # What the frame holds before `obj` besides the fillers' own bytes: each filler's 5-byte
+    # header and MEMOIZE, and in the first frame the list's EMPTY_LIST MEMOIZE MARK.
+    overhead = 12 if mark == 2 else 15
+    pad = max(FRAME_SIZE_TARGET - overhead - into, 600)
+    return [*fixed, b"x" * (pad // 2), "y" * (pad - pad // 2), obj]
 
 
 def pickled(dumps, obj, protocol: int, out_of_band: bool):
@@ -475,6 +509,8 @@ def generate(data: bytes) -> Generated:
     # Decided last, 0 (what a saved find that runs out of bytes reads) leaving the target as it
     # was: the finds saved before this decision existed replay unchanged.
     target = program.code_sharing(target)
+    # The same for this one, decided after it.
+    target = program.frame_padding(target)
     return Generated("\n".join(program.lines), kind, steps, step_tags, target, program.tags)
 
 
@@ -499,7 +535,8 @@ def run(data: bytes) -> int:
             where = f"step {n} of\n{textwrap.indent(source, '    ')}\n  steps {steps}"
             where += f"\n  object {target}"
             if step == "@dump":
-                count += compare(eval(target, namespace), where, set(tags))
+                obj = eval(target, namespace, {frame_padded.__name__: frame_padded})
+                count += compare(obj, where, set(tags))
             elif step in ("@register", "@unregister"):
                 if kind == "main":
                     continue
@@ -531,6 +568,7 @@ def check(data: bytes) -> None:
 #: The defect classes a mismatch is filed under, first match wins: (class, features that
 #: suggest it). A guess from what the program used, not a proof: a reduced reproducer says more.
 CLASSES = [
+    ("frame-boundary", {"frame-mark"}),
     ("builtin-type-by-name", {"builtin-type"}),
     ("module-none", {"module-none"}),
     ("renamed-by-value-module", {"module-renamed"}),

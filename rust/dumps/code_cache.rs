@@ -128,6 +128,9 @@ pub fn write_args<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResu
     let Some(code_type_idx) = p.memo.get(p.lookup.cp.code_type.bind(py).as_any()) else {
         return Ok(false);
     };
+    // The argument tuple's own `save()` ends a full frame first, as the walk would; the copy
+    // then fits in the open frame only if no frame could end inside it.
+    p.out.boundary();
     match p.out.frame_payload() {
         Some(n) if n + segment.max_len < FRAME_SIZE_TARGET => {}
         _ => return Ok(false),

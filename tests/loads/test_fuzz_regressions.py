@@ -11,8 +11,10 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import pickle
+import pickletools
 import random
 
+import cloudpickle
 import pytest
 
 FUZZ = pathlib.Path(__file__).resolve().parents[2] / "fuzz"
@@ -91,8 +93,30 @@ def test_the_dumps_generator_reaches_every_kind_of_object_and_change():
         *("numpy", "builtin-type", "fresh-tuple", "frozenset", "namespace"),
         *("rebind", "defaults", "cell", "qualname", "module-main", "module-none"),
         *("attribute", "recreate", "partial-dict", "register", "unregister"),
-        *("module-renamed", "extra-ref"),
+        *("module-renamed", "extra-ref", "frame-mark"),
     }
+
+
+@pytest.mark.parametrize("mark", [1, 2])
+def test_the_dumps_generator_puts_a_frame_mark_inside_the_target(mark):
+    """`frame_padded` sizes its fillers so that the first (or second) frame `pickle` writes
+    ends inside the target's opcodes, wherever the fraction asks."""
+    ns = {"__name__": "__main__"}
+    exec("def f(x, y=(1, 2)):\n    return [x, y, len]", ns)
+    target = ns["f"]
+    fillers = 2 * mark
+    ends = set()
+    for fraction in range(0, 256, 16):
+        stream = cloudpickle.dumps(differential_dumps.frame_padded(target, fraction, mark), 5)
+        ops = list(pickletools.genops(stream))
+        content = [(op.name, pos) for op, _, pos in ops if op.name != "FRAME"]
+        # EMPTY_LIST MEMOIZE MARK, each filler and its MEMOIZE, the target, APPENDS STOP.
+        start, end = content[3 + 2 * fillers][1], content[-2][1]
+        frame_ends = [pos for op, _, pos in ops if op.name == "FRAME"][1:]
+        # A frame ending right before the target has its next FRAME header there.
+        assert start - 9 <= frame_ends[mark - 1] < end, fraction
+        ends.add(frame_ends[mark - 1] - start)
+    assert len(ends) > 8
 
 
 @pytest.mark.parametrize(

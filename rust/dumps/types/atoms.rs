@@ -81,7 +81,8 @@ impl<'py> Pickler<'py> {
         if self.proto >= 5 {
             self.out.bytearray(data);
         } else if data.is_empty() {
-            self.out.ops(&[EMPTY_TUPLE, REDUCE]);
+            self.save_empty_tuple();
+            self.out.op(REDUCE);
         } else if cfg!(Py_3_15) && data.len() == 1 {
             // Since CPython 3.15 the C pickler's `bytes(obj)` of a one-byte bytearray is the
             // interpreter's shared one-byte object, which it memoizes like any bytes: a second
@@ -91,6 +92,8 @@ impl<'py> Pickler<'py> {
             self.close_fresh_tuple(1);
             self.out.op(REDUCE);
         } else {
+            // The copy `bytes(obj)`, `save()`d: a full frame ends before it.
+            self.out.boundary();
             self.out.bytes(data);
             self.memoize_fresh();
             self.close_fresh_tuple(1);

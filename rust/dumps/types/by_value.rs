@@ -38,7 +38,7 @@ use crate::dumps::cloudpickle_check;
 use crate::dumps::lookup::Lookup;
 use crate::dumps::{describe, Pickler};
 use crate::errors::pickling_error;
-use crate::opcodes::{EMPTY_DICT, EMPTY_TUPLE, MARK, NONE, POP, REDUCE, SETITEMS, TUPLE2};
+use crate::opcodes::{EMPTY_DICT, MARK, POP, REDUCE, SETITEMS, TUPLE2};
 
 /// What one `dumps` call remembers about the by-value functions it wrote.
 #[derive(Default)]
@@ -91,15 +91,19 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
     let name = || describe(func);
 
     // `_make_function(code, base_globals, None, None, closure)`.
+    // Every part is written where `pickle` would `save()` it, each `None` included, so a frame
+    // holding 64 KiB ends where it would end in cloudpickle's stream.
     p.save(p.lookup.cp.make_function.bind(py), false)?;
-    p.out.tuple_open(5);
+    p.open_fresh_tuple(5);
     p.save(&code, false)
         .map_err(|e| p.at(e, || format!("{}.__code__", name())))?;
     let base = base_globals(py, &mut p.by_value, &globals)?;
     p.save(base.as_any(), false)?;
-    p.out.ops(&[NONE, NONE]);
+    let none = py.None().into_bound(py);
+    p.save(&none, true)?;
+    p.save(&none, true)?;
     if closure.is_none() {
-        p.out.op(NONE);
+        p.save(&none, true)?;
     } else {
         // Fresh empty cells, filled by the state: cells that lead back to the function can't
         // be written before it exists.
@@ -109,7 +113,8 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
             .len();
         p.tuple_of(n, |p, _| {
             p.save(p.lookup.cp.make_empty_cell.bind(py), false)?;
-            p.out.ops(&[EMPTY_TUPLE, REDUCE]);
+            p.save_empty_tuple();
+            p.out.op(REDUCE);
             p.memoize_fresh();
             Ok(())
         })?;
@@ -150,6 +155,8 @@ fn save_function<'py>(p: &mut Pickler<'py>, func: &Bound<'py, PyAny>) -> PyResul
     let info = code::info(p.lookup, &code)?;
     let f_globals = current_globals(info.get(), &globals)?;
     let submodules = submodules(p.lookup, info.get(), &code, &f_globals, &closure)?;
+    // The slot dict, as `save_dict` writes it (its `save()` may end a frame first).
+    p.out.boundary();
     p.out.op(EMPTY_DICT);
     p.memoize_fresh();
     p.out.op(MARK);

@@ -34,7 +34,7 @@ use crate::dumps::global_kind;
 use crate::dumps::lookup::Lookup;
 use crate::dumps::watch;
 use crate::dumps::Pickler;
-use crate::opcodes::{EMPTY_TUPLE, REDUCE};
+use crate::opcodes::REDUCE;
 
 extern "C" {
     // Part of the stable C API (`Include/cellobject.h`), not bound by `pyo3-ffi`.
@@ -61,7 +61,8 @@ pub fn save_cell<'py>(p: &mut Pickler<'py>, cell: &Bound<'py, PyAny>) -> PyResul
         }
         None => {
             p.save(p.lookup.cp.make_empty_cell.bind(py), false)?;
-            p.out.ops(&[EMPTY_TUPLE, REDUCE]);
+            p.save_empty_tuple();
+            p.out.op(REDUCE);
         }
     }
     p.memoize_reduced(cell);
@@ -100,6 +101,8 @@ fn save_code_type(p: &mut Pickler<'_>) -> PyResult<()> {
     let py = p.py;
     let cp = &p.lookup.cp;
     let code_type = cp.code_type.bind(py).clone().into_any();
+    // `save()` of the class: the frame check comes before the memo fetch.
+    p.out.boundary();
     if let Some(idx) = p.memo.get(&code_type) {
         p.out.get(idx);
         return Ok(());
@@ -142,7 +145,7 @@ pub fn save_code<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResul
 pub fn save_code_args<'py>(p: &mut Pickler<'py>, code: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = p.py;
     let fields = code_fields(py, p.lookup);
-    p.out.tuple_open(fields.len());
+    p.open_fresh_tuple(fields.len());
     for (name, treat) in fields {
         let attr = name.bind(py);
         let result = match treat {

@@ -22,6 +22,9 @@ impl<'py> Pickler<'py> {
         unique: bool,
         label: impl Fn(usize) -> String,
     ) -> PyResult<()> {
+        // Written where `pickle` would `save()` the tuple: a full frame ends first, before a
+        // memo fetch too.
+        self.out.boundary();
         if !unique {
             if let Some(idx) = self.memo.get(t.as_any()) {
                 self.out.get(idx);
@@ -77,10 +80,10 @@ impl<'py> Pickler<'py> {
     ) -> PyResult<()> {
         let n = list.len();
         if n == 0 {
-            self.out.op(EMPTY_TUPLE);
+            self.save_empty_tuple();
             return Ok(());
         }
-        self.out.tuple_open(n);
+        self.open_fresh_tuple(n);
         let mut written = 0;
         while written < n && written < list.len() {
             let (item, item_unique) = list_item(self.py, list, written);
@@ -105,12 +108,30 @@ impl<'py> Pickler<'py> {
         n: usize,
         mut item: impl FnMut(&mut Self, usize) -> PyResult<()>,
     ) -> PyResult<()> {
-        self.out.tuple_open(n);
+        self.open_fresh_tuple(n);
         for i in 0..n {
             item(self, i)?;
         }
         self.close_fresh_tuple(n);
         Ok(())
+    }
+
+    /// Opens a tuple built for the stream alone (`MARK` when it has more than three items).
+    /// `pickle` `save()`s that tuple, which first ends the open frame once it holds 64 KiB
+    /// (`_Pickler_OpcodeBoundary`): so does this, as every helper here that writes an object
+    /// `pickle` would `save()` without passing through [`Pickler::save`].
+    #[inline]
+    pub fn open_fresh_tuple(&mut self, n: usize) {
+        self.out.boundary();
+        self.out.tuple_open(n);
+    }
+
+    /// `EMPTY_TUPLE` for the `()` a reduction passes (`_make_empty_cell()`, `cls.__new__(cls)`),
+    /// after the frame check of its `save()`.
+    #[inline]
+    pub fn save_empty_tuple(&mut self) {
+        self.out.boundary();
+        self.out.op(EMPTY_TUPLE);
     }
 
     /// Closes a tuple built for the stream alone that was opened with `tuple_open(n)`.
@@ -134,6 +155,7 @@ impl<'py> Pickler<'py> {
         n: usize,
         mut item: impl FnMut(&mut Self, usize) -> PyResult<()>,
     ) -> PyResult<()> {
+        self.out.boundary();
         self.out.op(EMPTY_LIST);
         self.memoize_fresh();
         let mut indices = 0..n;
@@ -148,6 +170,7 @@ impl<'py> Pickler<'py> {
         copied_keys: bool,
         label: impl Fn(&str) -> String,
     ) -> PyResult<()> {
+        self.out.boundary();
         self.out.op(EMPTY_DICT);
         self.memoize_fresh();
         let mut items_iter = items.iter();

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use crate::dumps::{ref_count, Pickler};
 use crate::layouts::partial::PartialLayout;
-use crate::opcodes::{BUILD, MARK, REDUCE};
+use crate::opcodes::{BUILD, REDUCE};
 
 /// Writes `partial(func)` then its state with `BUILD`; `false` if a field could not be read.
 pub fn save_partial<'py>(
@@ -28,7 +28,9 @@ pub fn save_partial<'py>(
     if p.memoize_reduced(obj) {
         return Ok(true);
     }
-    p.out.op(MARK);
+    // The state tuple `(func, args, keywords, dict)`, `save()`d by `pickle`: a full frame ends
+    // before its `MARK`.
+    p.open_fresh_tuple(4);
     p.save(&f.func, false)?;
     let args_unique = ref_count(&f.args) == 2;
     p.save_tuple_as(&f.args, args_unique, |i| format!("partial.args[{i}]"))?;

@@ -347,7 +347,7 @@ fn save_newobj_args<'py>(
 ) -> PyResult<()> {
     let skip = 1;
     let n = args.len().saturating_sub(skip);
-    p.out.tuple_open(n);
+    p.open_fresh_tuple(n);
     for i in skip..args.len() {
         // SAFETY: `i < len`; the tuple is immutable and we hold it.
         let item = unsafe { args.get_borrowed_item_unchecked(i) };

@@ -25,7 +25,7 @@ pub fn save_task_node<'py>(
     p.save(node.cls.bind(py).as_any(), false)?;
     match node.reduction {
         Reduction::Call => {
-            p.out.tuple_open(values.len());
+            p.open_fresh_tuple(values.len());
             for (field, v) in node.fields.iter().zip(&values) {
                 save_field(p, name, field, v)?;
             }
@@ -34,7 +34,8 @@ pub fn save_task_node<'py>(
             p.memoize_reduced(obj);
         }
         Reduction::State { as_list } => {
-            p.out.ops(&[EMPTY_TUPLE, NEWOBJ]);
+            p.save_empty_tuple();
+            p.out.op(NEWOBJ);
             // Memoized before the state, like every reduced object: the state may lead back.
             p.memoize(obj);
             // The state `__reduce_ex__` returns, a tuple (`Task`) or a list (nested
