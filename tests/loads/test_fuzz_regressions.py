@@ -93,7 +93,7 @@ def test_the_dumps_generator_reaches_every_kind_of_object_and_change():
         *("numpy", "builtin-type", "fresh-tuple", "frozenset", "namespace"),
         *("rebind", "defaults", "cell", "qualname", "module-main", "module-none"),
         *("attribute", "recreate", "partial-dict", "register", "unregister"),
-        *("module-renamed", "extra-ref", "frame-mark"),
+        *("module-renamed", "extra-ref", "frame-mark", "code-shared"),
     }
 
 
