@@ -127,7 +127,7 @@ struct Entry {
     kind: Kind,
     /// For `ByRef`: where the name pointed when classified, re-checked on every use.
     anchor: Option<Anchor>,
-    /// Tells this entry from a later one for the same object (see [`stamp`]).
+    /// Tells this entry from a later one for the same object (see [`mark`]).
     id: u64,
     /// The [`watch::Stamp`] taken before the last check of `anchor` that held and that it
     /// covers; while it holds, nothing that check read changed.
@@ -139,9 +139,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How `sys.modules[module]` led to the object when it was classified by reference. Rebinding
 /// the name (`importlib.reload`, monkeypatching `mod.f` or `Class.f`) or replacing the module
-/// makes a remembered decision stale, so the walk is repeated on every use (from 3.12, on the
-/// first use after a dict it read changed: see the module docs): a dict lookup for a plain
-/// name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
+/// makes a remembered decision stale, so the walk is repeated on every use (for a stamped one,
+/// on the first use after a dict it read changed: see the module docs): a dict lookup for a
+/// plain name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
 /// time too; we skip the import and the module-name search.) The module is compared by address
 /// so the cache pins nothing; the object itself is guarded by `Target`.
 struct Anchor {

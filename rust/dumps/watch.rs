@@ -20,6 +20,8 @@
 //! [`modules_version`] is `sys.modules`' tag, and a [`Stamp`] holds the tags of the dicts it
 //! covers.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -90,22 +92,69 @@ fn sys_dict(py: Python<'_>) -> Option<&Bound<'_, pyo3::types::PyDict>> {
 /// dict's address in the high bits; `None` where it can't be had (then nothing may be
 /// remembered against it).
 pub fn modules_version(py: Python<'_>) -> Option<u64> {
+    if let Some(modules) = seen_modules(py) {
+        return Some(version_of(modules));
+    }
+    #[cfg(not(Py_3_12))]
+    // Read before the lookup, as what the lookup's answer holds for.
+    let sys_tag = sys_dict(py).map(|sys| {
+        // SAFETY: `sys` is a live exact dict.
+        unsafe { version_tag(sys.as_ptr() as usize) }
+    });
     let modules = sys_modules(py).ok()?;
     // SAFETY: a type check of a live object.
     if unsafe { ffi::PyDict_CheckExact(modules.as_ptr()) } == 0 {
         return None;
     }
     #[cfg(not(Py_3_12))]
-    {
-        // SAFETY: `modules` is a live exact dict.
-        let tag = unsafe { version_tag(modules.as_ptr() as usize) };
-        Some(tag ^ ((modules.as_ptr() as u64) << 40))
+    if let Some(tag) = sys_tag {
+        SEEN_MODULES.store(modules.as_ptr() as usize, Ordering::Relaxed);
+        SEEN_AT.store(tag, Ordering::Relaxed);
     }
     #[cfg(Py_3_12)]
     {
+        // Counted from after the watching starts (which is an event itself).
         watchers::watch_modules(py, &modules)?;
-        Some(watchers::modules_events() ^ ((modules.as_ptr() as u64) << 40))
+        SEEN_MODULES.store(modules.as_ptr() as usize, Ordering::Relaxed);
+        SEEN_AT.store(watchers::modules_events(), Ordering::Relaxed);
     }
+    Some(version_of(modules.as_ptr() as usize))
+}
+
+/// The `sys.modules` dict [`modules_version`] last found in `sys.__dict__` (its address), and
+/// when: `sys.__dict__`'s version tag before CPython 3.12, the count of events on `sys.__dict__`
+/// and `sys.modules` from 3.12. While that is unchanged `sys.__dict__` still holds that very
+/// dict as `modules` (alive, and watched from 3.12), so it need not be looked up again.
+static SEEN_MODULES: AtomicUsize = AtomicUsize::new(0);
+static SEEN_AT: AtomicU64 = AtomicU64::new(0);
+
+/// [`SEEN_MODULES`], while it is still `sys.modules` (see there); `None` if it may not be.
+#[inline]
+fn seen_modules(py: Python<'_>) -> Option<usize> {
+    let modules = SEEN_MODULES.load(Ordering::Relaxed);
+    if modules == 0 {
+        return None;
+    }
+    #[cfg(not(Py_3_12))]
+    // SAFETY: `sys.__dict__` is a live exact dict.
+    let now = unsafe { version_tag(sys_dict(py)?.as_ptr() as usize) };
+    #[cfg(Py_3_12)]
+    let now = {
+        let _ = py;
+        watchers::modules_events()
+    };
+    (now == SEEN_AT.load(Ordering::Relaxed)).then_some(modules)
+}
+
+/// [`modules_version`] of `modules`, the live `sys.modules` dict (its address).
+#[inline]
+fn version_of(modules: usize) -> u64 {
+    #[cfg(not(Py_3_12))]
+    // SAFETY: `modules` is a live exact dict (the caller's promise).
+    let count = unsafe { version_tag(modules) };
+    #[cfg(Py_3_12)]
+    let count = watchers::modules_events();
+    count ^ ((modules as u64) << 40)
 }
 
 /// What a check of a remembered answer read, taken before it read it: while [`Stamp::holds`],
