@@ -17,13 +17,14 @@
 //! `sys.modules`, which nothing cheaper can re-check: that decision is never remembered, and
 //! nor is a by-value one (it may turn by-reference when the walk starts leading to the object).
 //!
-//! From CPython 3.12 the re-check is skipped while nothing it reads can have changed: for a
-//! name of one part (`module.name`) in a real module, the check that held is stamped with
-//! [`watch::epoch`], taken before it, and the module's dict, `sys.__dict__` and `sys.modules` are
-//! watched; a later use whose object still has the very `__module__` and `__qualname__` objects
-//! remembered, while no watched dict had any event since the stamp, is answered without the
-//! lookups. Any insertion, deletion or replacement in one of those dicts, rebinding
-//! `sys.modules`, or a dict's deallocation moves the epoch, and the next use checks again.
+//! The re-check is skipped while nothing it reads can have changed: for a name of one part
+//! (`module.name`) in a real module, the check that held is stamped with a [`watch::Stamp`],
+//! taken before it, covering the module's dict, `sys.__dict__` and `sys.modules`; a later use
+//! whose object still has the very `__module__` and `__qualname__` objects remembered, while
+//! the stamp holds, is answered without the lookups. Any insertion, deletion or replacement in
+//! one of those dicts, rebinding `sys.modules`, or a dict's deallocation ends the stamp (from
+//! CPython 3.12 a dict watcher counts the events; before, the dicts' PEP 509 version tags
+//! move), and the next use checks again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -126,11 +127,11 @@ struct Entry {
     kind: Kind,
     /// For `ByRef`: where the name pointed when classified, re-checked on every use.
     anchor: Option<Anchor>,
-    /// Tells this entry from a later one for the same object (see [`stamp`]).
+    /// Tells this entry from a later one for the same object (see [`mark`]).
     id: u64,
-    /// The [`watch::epoch`] taken before the last check of `anchor` that held and that the
-    /// watched dicts cover; 0 if none. Equal to [`watch::epoch_now`]: nothing it read changed.
-    checked: u64,
+    /// The [`watch::Stamp`] taken before the last check of `anchor` that held and that it
+    /// covers; while it holds, nothing that check read changed.
+    checked: Option<watch::Stamp>,
 }
 
 /// The next [`Entry::id`].
@@ -138,9 +139,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How `sys.modules[module]` led to the object when it was classified by reference. Rebinding
 /// the name (`importlib.reload`, monkeypatching `mod.f` or `Class.f`) or replacing the module
-/// makes a remembered decision stale, so the walk is repeated on every use (from 3.12, on the
-/// first use after a watched dict changed: see the module docs): a dict lookup for a plain
-/// name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
+/// makes a remembered decision stale, so the walk is repeated on every use (for a stamped one,
+/// on the first use after a dict it read changed: see the module docs): a dict lookup for a
+/// plain name, plus one `getattr` per dot. (`pickle` re-imports the module and walks the name every
 /// time too; we skip the import and the module-name search.) The module is compared by address
 /// so the cache pins nothing; the object itself is guarded by `Target`.
 struct Anchor {
@@ -161,18 +162,18 @@ impl Anchor {
     }
 
     /// Whether `sys.modules[module_name]` is still the same module and the path still leads
-    /// from it to `obj`: `None` if not, else the [`watch::epoch`] to stamp the entry with when
-    /// the watched dicts cover everything the check read (else 0).
+    /// from it to `obj`: `None` if not, else the [`watch::Stamp`] to mark the entry with when
+    /// it covers everything the check read (else `Some(None)`).
     fn holds(
         &self,
         py: Python<'_>,
         module_name: &Bound<'_, PyString>,
         obj: &Bound<'_, PyAny>,
-    ) -> Option<u64> {
+    ) -> Option<Option<watch::Stamp>> {
         let (first, rest) = self.path.split_first()?;
-        // Taken before anything is read (it watches `sys.__dict__` and `sys.modules` first):
-        // an event during the check moves the epoch past it.
-        let epoch = watch::epoch(py);
+        // Taken before anything is read (it watches `sys.__dict__` and `sys.modules` first): a
+        // change during the check ends it.
+        let mut stamp = watch::Stamp::take(py);
         // `sys.modules` as pickle and cloudpickle read it (the attribute); anything but an
         // exact dict is left to `compute`, which asks it as they do.
         let modules = watch::sys_modules(py).ok()?;
@@ -190,17 +191,19 @@ impl Anchor {
             }
             Bound::from_borrowed_ptr(py, module)
         };
-        // The watchers cover a real module (no `__getattr__` of a subclass) and a name of one
-        // part (no class attribute on the way): its dict is watched before it is read.
+        // A stamp covers a real module (no `__getattr__` of a subclass) and a name of one part
+        // (no class attribute on the way): its dict is covered before it is read.
         // SAFETY: a type check of a live object; `PyModule_GetDict` returns a borrowed
         // reference, owned at once.
         let covered = unsafe {
             ffi::PyModule_CheckExact(module.as_ptr()) != 0
                 && rest.is_empty()
-                && watch::watch_dict(
-                    py,
-                    &Bound::from_borrowed_ptr(py, ffi::PyModule_GetDict(module.as_ptr())),
-                )
+                && stamp.as_mut().is_some_and(|s| {
+                    s.cover(
+                        py,
+                        &Bound::from_borrowed_ptr(py, ffi::PyModule_GetDict(module.as_ptr())),
+                    )
+                })
         };
         if let Some(seen) = &self.module_name {
             match module.getattr(pyo3::intern!(py, "__name__")) {
@@ -232,10 +235,7 @@ impl Anchor {
         if !found.is(obj) {
             return None;
         }
-        Some(match epoch {
-            Some(epoch) if covered => epoch,
-            _ => 0,
-        })
+        Some(stamp.filter(|_| covered))
     }
 }
 
@@ -319,11 +319,10 @@ pub fn cached<'py>(
     let (kind, anchor, id, stamped) = {
         let cache = lock();
         let entry = cache.entries.get(&(obj.as_ptr() as usize))?;
-        // No watched dict changed since the last check held: the anchor is not needed, and the
-        // object the entry was made for is alive (the watched module dict has referred to it
-        // since the check), so it is `obj`.
-        let stamped =
-            (entry.checked != 0 && entry.checked == watch::epoch_now()).then_some(entry.checked);
+        // Nothing the last check read changed since it held: the anchor is not needed, and the
+        // object the entry was made for is alive (the module dict has referred to it since the
+        // check), so it is `obj`.
+        let stamped = entry.checked.filter(watch::Stamp::holds);
         let anchor = match stamped {
             Some(_) => None,
             None => {
@@ -350,16 +349,15 @@ pub fn cached<'py>(
         let q = name.map_or(q, |n| n.as_ptr());
         m == module.as_ptr() && q == qualname.as_ptr()
     });
-    // (Read again after the fields: reading a class's `__module__` is a dict lookup.)
-    if same && stamped == Some(watch::epoch_now()) {
+    // (Checked again after the fields: reading a class's `__module__` is a dict lookup.)
+    if same && stamped.as_ref().is_some_and(watch::Stamp::holds) {
         return Some(kind);
     }
     // The entry was stamped but the names are other objects now: asked again from scratch.
     let anchor = anchor?;
     if same {
-        let epoch = anchor.holds(py, module.bind(py), obj)?;
-        if epoch != 0 {
-            stamp(obj, id, epoch);
+        if let Some(stamp) = anchor.holds(py, module.bind(py), obj)? {
+            mark(obj, id, stamp);
         }
         return Some(kind);
     }
@@ -383,13 +381,13 @@ pub fn cached<'py>(
     Some(kind.with_names(module_now.unbind(), name_now.unbind()))
 }
 
-/// Marks `obj`'s entry as checked at `epoch`, if it is still the entry `id` (a check may run
-/// code that replaced it, with an anchor the watchers may not cover).
-fn stamp(obj: &Bound<'_, PyAny>, id: u64, epoch: u64) {
+/// Marks `obj`'s entry as checked by `stamp`, if it is still the entry `id` (a check may run
+/// code that replaced it, with an anchor the stamp may not cover).
+fn mark(obj: &Bound<'_, PyAny>, id: u64, stamp: watch::Stamp) {
     let mut cache = lock();
     if let Some(entry) = cache.entries.get_mut(&(obj.as_ptr() as usize)) {
         if entry.id == id {
-            entry.checked = epoch;
+            entry.checked = Some(stamp);
         }
     }
 }
@@ -483,7 +481,7 @@ pub fn classify(
                 kind: kind.clone_ref(py),
                 anchor,
                 id: NEXT_ID.fetch_add(1, Relaxed),
-                checked: 0,
+                checked: None,
             },
         );
         (evicted, replaced)

@@ -193,11 +193,18 @@ impl AddressIndex {
 
     /// Room for `more` entries beyond the live ones, at most half full: most lookups miss,
     /// and a miss probes to the next empty slot.
+    #[inline]
     fn reserve(&mut self, more: usize) {
         let needed = (self.len + more) * 2 + 1;
-        if needed <= self.slots.len() {
-            return;
+        if needed > self.slots.len() {
+            self.grow(needed);
         }
+    }
+
+    /// [`Self::reserve`] when the slots are too few for `needed`.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, needed: usize) {
         let size = needed.next_power_of_two().max(64);
         let old = std::mem::replace(&mut self.slots, vec![(0, 0, 0); size]);
         self.shift = 64 - size.trailing_zeros();

@@ -9,15 +9,18 @@
 //! From CPython 3.12 one dict watcher (`PyDict_AddWatcher`) counts the events (an insertion,
 //! deletion, replacement, clear, clone into, or deallocation) of the dicts watched:
 //! - `sys.__dict__`, so rebinding `sys.modules` is an event, and the dict `sys.modules` is
-//!   now: both move [`modules_version`] and [`epoch`];
+//!   now: both move [`modules_version`] and every [`Stamp`];
 //! - the module dicts that remembered by-reference decisions were found in
-//!   ([`watch_dict`]): they move [`epoch`] only.
+//!   ([`Stamp::cover`]): they move every [`Stamp`] only.
 //!
 //! The callback runs with the GIL held, before the change is made; it only adds to counters. A
 //! watched `sys.modules` dict that is deallocated is forgotten, so a new dict at its address is
-//! watched again before anything is remembered against it. Before 3.12 there are no watchers:
-//! [`modules_version`] is the dict's version tag (globally unique on those versions), and
-//! [`epoch`] is `None` (nothing is remembered against it).
+//! watched again before anything is remembered against it. Before 3.12 there are no watchers,
+//! but every dict still has a version tag (PEP 509), globally unique on those versions:
+//! [`modules_version`] is `sys.modules`' tag, and a [`Stamp`] holds the tags of the dicts it
+//! covers.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -89,73 +92,198 @@ fn sys_dict(py: Python<'_>) -> Option<&Bound<'_, pyo3::types::PyDict>> {
 /// dict's address in the high bits; `None` where it can't be had (then nothing may be
 /// remembered against it).
 pub fn modules_version(py: Python<'_>) -> Option<u64> {
+    if let Some(modules) = seen_modules(py) {
+        return Some(version_of(modules));
+    }
+    #[cfg(not(Py_3_12))]
+    // Read before the lookup, as what the lookup's answer holds for.
+    let sys_tag = sys_dict(py).map(|sys| {
+        // SAFETY: `sys` is a live exact dict.
+        unsafe { version_tag(sys.as_ptr() as usize) }
+    });
     let modules = sys_modules(py).ok()?;
     // SAFETY: a type check of a live object.
     if unsafe { ffi::PyDict_CheckExact(modules.as_ptr()) } == 0 {
         return None;
     }
     #[cfg(not(Py_3_12))]
-    {
-        // SAFETY: `modules` is a live exact dict; on CPython < 3.12 `PyDictObject` starts with
-        // the version tag after the object header and `ma_used`, which we only read.
-        #[allow(deprecated)]
-        let tag = unsafe { (*(modules.as_ptr() as *mut ffi::PyDictObject)).ma_version_tag };
-        Some(tag ^ ((modules.as_ptr() as u64) << 40))
+    if let Some(tag) = sys_tag {
+        SEEN_MODULES.store(modules.as_ptr() as usize, Ordering::Relaxed);
+        SEEN_AT.store(tag, Ordering::Relaxed);
     }
     #[cfg(Py_3_12)]
     {
+        // Counted from after the watching starts (which is an event itself).
         watchers::watch_modules(py, &modules)?;
-        Some(watchers::modules_events() ^ ((modules.as_ptr() as u64) << 40))
+        SEEN_MODULES.store(modules.as_ptr() as usize, Ordering::Relaxed);
+        SEEN_AT.store(watchers::modules_events(), Ordering::Relaxed);
     }
+    Some(version_of(modules.as_ptr() as usize))
 }
 
-/// Starts watching `sys.__dict__` and `sys.modules`, then returns the count of events on every
-/// watched dict; `None` before CPython 3.12 or when a dict can't be watched. A value read here
-/// before a check, and compared equal to [`epoch_now`] later, means no watched dict changed in
-/// between.
-pub fn epoch(py: Python<'_>) -> Option<u64> {
+/// The `sys.modules` dict [`modules_version`] last found in `sys.__dict__` (its address), and
+/// when: `sys.__dict__`'s version tag before CPython 3.12, the count of events on `sys.__dict__`
+/// and `sys.modules` from 3.12. While that is unchanged `sys.__dict__` still holds that very
+/// dict as `modules` (alive, and watched from 3.12), so it need not be looked up again.
+static SEEN_MODULES: AtomicUsize = AtomicUsize::new(0);
+static SEEN_AT: AtomicU64 = AtomicU64::new(0);
+
+/// [`SEEN_MODULES`], while it is still `sys.modules` (see there); `None` if it may not be.
+#[inline]
+fn seen_modules(py: Python<'_>) -> Option<usize> {
+    let modules = SEEN_MODULES.load(Ordering::Relaxed);
+    if modules == 0 {
+        return None;
+    }
+    #[cfg(not(Py_3_12))]
+    // SAFETY: `sys.__dict__` is a live exact dict.
+    let now = unsafe { version_tag(sys_dict(py)?.as_ptr() as usize) };
     #[cfg(Py_3_12)]
-    {
+    let now = {
+        let _ = py;
+        watchers::modules_events()
+    };
+    (now == SEEN_AT.load(Ordering::Relaxed)).then_some(modules)
+}
+
+/// [`modules_version`] of `modules`, the live `sys.modules` dict (its address).
+#[inline]
+fn version_of(modules: usize) -> u64 {
+    #[cfg(not(Py_3_12))]
+    // SAFETY: `modules` is a live exact dict (the caller's promise).
+    let count = unsafe { version_tag(modules) };
+    #[cfg(Py_3_12)]
+    let count = watchers::modules_events();
+    count ^ ((modules as u64) << 40)
+}
+
+/// What a check of a remembered answer read, taken before it read it: while [`Stamp::holds`],
+/// nothing it read has changed since. It covers `sys.__dict__`, the dict `sys.modules` is, and
+/// the one module dict given to [`Stamp::cover`].
+///
+/// From CPython 3.12 it is the count of events on every watched dict. Before 3.12 it is the
+/// three dicts' version tags (PEP 509): every change to a dict gives it a new tag from one
+/// counter for the whole interpreter, and so does every new dict, so a tag seen again means the
+/// same dict, unchanged (a dict freed and another made at its address has another tag).
+#[derive(Clone, Copy)]
+pub struct Stamp {
+    #[cfg(Py_3_12)]
+    events: u64,
+    #[cfg(not(Py_3_12))]
+    tags: Tags,
+}
+
+/// The dicts a [`Stamp`] covers before 3.12 (addresses, to compare and read only in the order
+/// [`Stamp::holds`] proves them alive) and their version tags.
+#[cfg(not(Py_3_12))]
+#[derive(Clone, Copy)]
+struct Tags {
+    /// `sys.__dict__`, which lives as long as the interpreter.
+    sys: usize,
+    sys_tag: u64,
+    /// The dict `sys.__dict__["modules"]` was.
+    modules: usize,
+    modules_tag: u64,
+    /// The module dict given to [`Stamp::cover`], 0 before.
+    dict: usize,
+    dict_tag: u64,
+}
+
+/// A dict's version tag (CPython < 3.12).
+///
+/// # Safety
+/// `dict` must be a live dict; the GIL must be held.
+#[cfg(not(Py_3_12))]
+#[inline]
+unsafe fn version_tag(dict: usize) -> u64 {
+    // `PyDictObject` starts with the version tag after the object header and `ma_used`, which
+    // we only read.
+    #[allow(deprecated)]
+    (*(dict as *mut ffi::PyDictObject)).ma_version_tag
+}
+
+impl Stamp {
+    /// Taken before a check reads anything (it starts watching `sys.__dict__` and
+    /// `sys.modules` from 3.12). `None` when `sys.modules` is not an exact dict or a dict can't
+    /// be watched.
+    pub fn take(py: Python<'_>) -> Option<Stamp> {
         let modules = sys_modules(py).ok()?;
         // SAFETY: a type check of a live object.
         if unsafe { ffi::PyDict_CheckExact(modules.as_ptr()) } == 0 {
             return None;
         }
-        watchers::watch_modules(py, &modules)?;
-        Some(watchers::all_events())
+        #[cfg(Py_3_12)]
+        {
+            watchers::watch_modules(py, &modules)?;
+            Some(Stamp {
+                events: watchers::all_events(),
+            })
+        }
+        #[cfg(not(Py_3_12))]
+        {
+            // `sys_modules` read `modules` from this dict (none: from elsewhere, not covered).
+            let sys = sys_dict(py)?.as_ptr() as usize;
+            // SAFETY: `sys` and `modules` are live exact dicts.
+            let (sys_tag, modules_tag) =
+                unsafe { (version_tag(sys), version_tag(modules.as_ptr() as usize)) };
+            Some(Stamp {
+                tags: Tags {
+                    sys,
+                    sys_tag,
+                    modules: modules.as_ptr() as usize,
+                    modules_tag,
+                    dict: 0,
+                    dict_tag: 0,
+                },
+            })
+        }
     }
-    #[cfg(not(Py_3_12))]
-    {
-        let _ = py;
-        None
-    }
-}
 
-/// The count [`epoch`] returns, without setting anything up: `0` before CPython 3.12, which
-/// [`epoch`] never returns there.
-#[inline]
-pub fn epoch_now() -> u64 {
-    #[cfg(Py_3_12)]
-    {
-        watchers::all_events()
+    /// Covers `dict` (a module's `__dict__`, before the check reads it) too. `false` if it
+    /// can't be (not an exact dict, or no watcher slot).
+    pub fn cover(&mut self, py: Python<'_>, dict: &Bound<'_, PyAny>) -> bool {
+        #[cfg(Py_3_12)]
+        {
+            watchers::watch(py, dict)
+        }
+        #[cfg(not(Py_3_12))]
+        {
+            let _ = py;
+            // SAFETY: a type check of a live object, then a read of its tag.
+            unsafe {
+                if ffi::PyDict_CheckExact(dict.as_ptr()) == 0 {
+                    return false;
+                }
+                self.tags.dict = dict.as_ptr() as usize;
+                self.tags.dict_tag = version_tag(self.tags.dict);
+            }
+            true
+        }
     }
-    #[cfg(not(Py_3_12))]
-    {
-        0
-    }
-}
 
-/// Watches `dict` (a module's `__dict__`), so that any change to it moves [`epoch`]. `false`
-/// if it can't be (before CPython 3.12, not an exact dict, or no watcher slot).
-pub fn watch_dict(py: Python<'_>, dict: &Bound<'_, PyAny>) -> bool {
-    #[cfg(Py_3_12)]
-    {
-        watchers::watch(py, dict)
-    }
-    #[cfg(not(Py_3_12))]
-    {
-        let _ = (py, dict);
-        false
+    /// Whether nothing the stamped check read has changed since: none of the dicts covered
+    /// changed (from 3.12: no watched dict did). Only for a stamp [`cover`](Stamp::cover)ed,
+    /// whose check held: that check found the module in `sys.modules`.
+    #[inline]
+    pub fn holds(&self) -> bool {
+        #[cfg(Py_3_12)]
+        {
+            self.events == watchers::all_events()
+        }
+        #[cfg(not(Py_3_12))]
+        {
+            let t = &self.tags;
+            // SAFETY: each dict is read only once the one before proves it alive:
+            // `sys.__dict__` lives as long as the interpreter; unchanged, it still holds
+            // `modules`; unchanged, `modules` still holds the module the check found, whose
+            // `__dict__` (read-only) is `dict`.
+            unsafe {
+                t.dict != 0
+                    && version_tag(t.sys) == t.sys_tag
+                    && version_tag(t.modules) == t.modules_tag
+                    && version_tag(t.dict) == t.dict_tag
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ process that has only `pickle` (and cloudpickle installed), never `ferropickle`.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import pickle
 import subprocess
@@ -747,7 +748,8 @@ def test_registered_module_whose_name_changed_goes_by_reference(protocol, temp_m
 def written_three_times(obj, protocol) -> bytes:
     """`ferropickle.dumps(obj)` three times, each equal to `cloudpickle.dumps(obj)`: the first
     makes the by-reference decision, the second checks it again, the third may reuse it while
-    nothing the check read has changed (dict watchers, from CPython 3.12). Returns the stream."""
+    nothing the check read has changed (dict watchers from CPython 3.12, the dicts' version tags
+    before). Returns the stream."""
     expected = cloudpickle.dumps(obj, protocol)
     for _ in range(3):
         assert ferropickle.dumps(obj, protocol) == expected
@@ -799,6 +801,73 @@ def test_a_reused_decision_notices_a_changed_name(protocol, temp_module, name, a
     assert not is_by_value(written_three_times(obj, protocol))
     setattr(obj, attr, value)
     assert is_by_value(written_three_times(obj, protocol))
+
+
+def test_a_reused_decision_notices_every_way_a_module_dict_is_written(protocol, temp_module):
+    """The module's dict written by the module's own code (`global`), through `vars()` and by
+    its dict methods, and `importlib.reload`: each write that unbinds the name shows in the
+    next stream; a write elsewhere in the dict, or binding the same object back, leaves it by
+    reference, equal to `pickle`'s."""
+    f = temp_module.scaled
+    namespace = vars(temp_module)
+    exec("def rebind(v):\n    global scaled\n    scaled = v\n", namespace)
+    exec("def unbind():\n    global scaled\n    del scaled\n", namespace)
+    by_ref = pickle.dumps(f, protocol)
+
+    def unbinds(write, restore):
+        assert written_three_times(f, protocol) == by_ref
+        write()
+        assert is_by_value(written_three_times(f, protocol))
+        restore()
+        assert written_three_times(f, protocol) == by_ref
+
+    def put_back():
+        namespace["scaled"] = f
+
+    unbinds(lambda: temp_module.rebind(len), lambda: temp_module.rebind(f))
+    unbinds(temp_module.unbind, put_back)
+    unbinds(lambda: namespace.update(scaled=len), put_back)
+    unbinds(lambda: namespace.pop("scaled"), put_back)
+    unbinds(lambda: exec("scaled = None", namespace), put_back)
+    saved = dict(namespace)
+    unbinds(namespace.clear, lambda: namespace.update(saved))
+    namespace["SCALE"] = 4
+    namespace["other"] = object()
+    namespace.setdefault("scaled", len)
+    assert written_three_times(f, protocol) == by_ref
+    importlib.reload(temp_module)
+    assert temp_module.scaled is not f
+    assert is_by_value(written_three_times(f, protocol))
+    assert written_three_times(temp_module.scaled, protocol) == pickle.dumps(
+        temp_module.scaled, protocol
+    )
+
+
+def test_a_reused_decision_notices_sys_modules_written_every_way(protocol, temp_module):
+    """`sys.modules` rebound through `sys.__dict__`, and written by its dict methods: each
+    write that loses the module shows in the next stream."""
+    f = temp_module.scaled
+    name = temp_module.__name__
+    original = sys.modules
+    by_ref = pickle.dumps(f, protocol)
+    try:
+        assert written_three_times(f, protocol) == by_ref
+        vars(sys)["modules"] = {k: v for k, v in original.items() if k != name}
+        assert is_by_value(written_three_times(f, protocol))
+        vars(sys)["modules"] = original
+        assert written_three_times(f, protocol) == by_ref
+        for write in (
+            lambda: original.pop(name),
+            lambda: original.update({name: types.ModuleType(name)}),
+            lambda: original.__setitem__(name, None),
+        ):
+            write()
+            assert is_by_value(written_three_times(f, protocol))
+            original[name] = temp_module
+            assert written_three_times(f, protocol) == by_ref
+    finally:
+        sys.modules = original
+        original[name] = temp_module
 
 
 def test_rebinding_sys_modules_is_seen_as_pickle_and_cloudpickle_see_it(protocol, temp_module):

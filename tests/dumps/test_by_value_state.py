@@ -433,6 +433,43 @@ def test_submodules_follow_a_rebound_sys_modules(tmp_path, monkeypatch):
             sys.modules.pop(mod, None)
 
 
+def test_submodules_follow_sys_modules_copies_made_where_freed_ones_were(tmp_path, monkeypatch):
+    """Which dict `sys.modules` is, is remembered while `sys.__dict__` is unchanged: rebinding
+    it to a copy, then to copies of the copy (the first freed, a new one often made at its
+    address), and deleting the submodule from the newest drops it from the stream."""
+    pkg = tmp_path / "fp_pkg_copies"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "child.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fp_pkg_copies.child  # noqa: F401
+
+    f = script("import fp_pkg_copies\ndef f():\n    return fp_pkg_copies.child.VALUE\n")["f"]
+
+    def written() -> bytes:
+        expected = cloudpickle.dumps(f)
+        for _ in range(2):
+            assert ferropickle.dumps(f) == expected
+        return expected
+
+    original = sys.modules
+    try:
+        for _ in range(5):
+            sys.modules = original.copy()
+            assert b"fp_pkg_copies.child" in written()
+            sys.modules = sys.modules.copy()  # the first copy is freed here
+            sys.modules = sys.modules.copy()
+            assert b"fp_pkg_copies.child" in written()
+            del sys.modules["fp_pkg_copies.child"]
+            assert b"fp_pkg_copies.child" not in written()
+            sys.modules = original
+            assert b"fp_pkg_copies.child" in written()
+    finally:
+        sys.modules = original
+        for mod in ("fp_pkg_copies.child", "fp_pkg_copies"):
+            sys.modules.pop(mod, None)
+
+
 def test_a_fresh_copy_per_task_reuses_what_its_code_determines():
     """`client.submit` in a loop: the scheduler holds a fresh copy of the function per task."""
     blob = cloudpickle.dumps(script("import json\ndef f(x):\n    return json.dumps(x)\n")["f"])
