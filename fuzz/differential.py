@@ -66,10 +66,71 @@ def outcome(loads, data: bytes) -> tuple[str, str]:
     if isinstance(value, memoryview):
         # Its repr is its address; what it holds is what must agree.
         return ("value", f"memoryview({value.tobytes()!r}, readonly={value.readonly})")
+    if _expanded_size(value) > _MAX_REPR_NODES:
+        # A few hundred bytes of DUP and TUPLE2 make a DAG whose repr is gigabytes.
+        return ("value", _shared_description(value))
     try:
         return ("value", _ADDRESS.sub(" at 0x?", repr(value)))
     except Exception:  # e.g. a recursive structure repr() can't show
         return ("value", type(value).__name__)
+
+
+#: The containers a stream without globals can build, whose items a description walks.
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+#: Closes a container in `_shared_description`.
+_END = object()
+
+#: Above this many nodes written out in full, a value is compared by `_shared_description`.
+_MAX_REPR_NODES = 100_000
+
+
+def _children(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [x for item in value.items() for x in item]
+    return list(value) if isinstance(value, _CONTAINERS) else []
+
+
+def _expanded_size(value: object) -> int:
+    """How many nodes ``repr`` would write, counted once per shared object (a DAG), capped
+    just above `_MAX_REPR_NODES`; a cycle counts once, as repr writes ``[...]``."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[object, bool]] = [(value, False)]
+    while stack:
+        obj, done = stack.pop()
+        key = id(obj)
+        if done:
+            total = 1 + sum(sizes.get(id(c), 1) for c in _children(obj))
+            sizes[key] = min(total, _MAX_REPR_NODES + 1)
+        elif key not in sizes:
+            sizes[key] = 1  # while open: a cycle back to it counts once
+            stack.append((obj, True))
+            stack.extend((c, False) for c in _children(obj) if id(c) not in sizes)
+    return sizes[id(value)]
+
+
+def _shared_description(value: object) -> str:
+    """A description in linear size: each container once, by type and its items, later
+    occurrences as a back reference to its number; other values by repr."""
+    numbers: dict[int, int] = {}
+    out: list[str] = []
+    stack: list[object] = [value]
+    while stack:
+        obj = stack.pop()
+        if obj is _END:
+            out.append(")")
+            continue
+        if not isinstance(obj, _CONTAINERS):
+            out.append(_ADDRESS.sub(" at 0x?", repr(obj)))
+            continue
+        if id(obj) in numbers:
+            out.append(f"@{numbers[id(obj)]}")
+            continue
+        numbers[id(obj)] = len(numbers)
+        out.append(f"{type(obj).__name__}(")
+        stack.append(_END)
+        stack.extend(reversed(_children(obj)))
+    return " ".join(out)
 
 
 @contextlib.contextmanager
