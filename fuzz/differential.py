@@ -70,9 +70,33 @@ def outcome(loads, data: bytes) -> tuple[str, str]:
         # A few hundred bytes of DUP and TUPLE2 make a DAG whose repr is gigabytes.
         return ("value", _shared_description(value))
     try:
-        return ("value", _ADDRESS.sub(" at 0x?", repr(value)))
-    except Exception:  # e.g. a recursive structure repr() can't show
+        return ("value", _canonical_repr(value, set()))
+    except Exception:  # e.g. a structure nested deeper than the recursion limit
         return ("value", type(value).__name__)
+
+
+def _canonical_repr(value: object, open_ids: set[int]) -> str:
+    """``repr`` with the items of sets in sorted order: a set's order follows its items'
+    hashes, and a NaN's hash is its address (3.10+), so equal sets of two unpicklers may
+    iterate differently. A container met again inside itself is ``...``, as repr writes it."""
+    if not isinstance(value, _CONTAINERS):
+        return _ADDRESS.sub(" at 0x?", repr(value))
+    if id(value) in open_ids:
+        return "..."
+    open_ids.add(id(value))
+    try:
+        if isinstance(value, dict):
+            items = [
+                f"{_canonical_repr(k, open_ids)}: {_canonical_repr(v, open_ids)}"
+                for k, v in value.items()
+            ]
+        else:
+            items = [_canonical_repr(item, open_ids) for item in value]
+            if isinstance(value, (set, frozenset)):
+                items.sort()
+    finally:
+        open_ids.discard(id(value))
+    return f"{type(value).__name__}({', '.join(items)})"
 
 
 #: The containers a stream without globals can build, whose items a description walks.
@@ -129,7 +153,14 @@ def _shared_description(value: object) -> str:
         numbers[id(obj)] = len(numbers)
         out.append(f"{type(obj).__name__}(")
         stack.append(_END)
-        stack.extend(reversed(_children(obj)))
+        children = _children(obj)
+        if isinstance(obj, (set, frozenset)):
+            # In an order that doesn't follow hashes (see `_canonical_repr`); items that are
+            # containers by type name only, as describing them here would not be linear.
+            children.sort(
+                key=lambda c: type(c).__name__ + ("" if isinstance(c, _CONTAINERS) else repr(c))
+            )
+        stack.extend(reversed(children))
     return " ".join(out)
 
 
