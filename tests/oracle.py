@@ -30,6 +30,7 @@ import math
 import pickle
 import pickletools
 import sys
+import textwrap
 import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -421,3 +422,10 @@ def ours_to_pickle(obj: Any, *, protocol: int = 5, identity: bool = True) -> Any
     result = pickle.loads(data)
     assert_same(obj, result, identity=identity)
     return result
+
+
+def script(source: str) -> dict[str, Any]:
+    """Runs `source` as the user's script would run, so its functions go by value."""
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(textwrap.dedent(source), "<user script>", "exec"), ns)
+    return ns

@@ -18,29 +18,16 @@ import gc
 import pickle
 import subprocess
 import sys
-import textwrap
 import types
 import weakref
-from typing import Any
 
 import cloudpickle
 import pytest
+from oracle import script
 
 import ferropickle
 
 PROTOCOLS = [4, 5]
-
-
-@pytest.fixture(params=PROTOCOLS, ids=lambda p: f"proto{p}")
-def protocol(request):
-    return request.param
-
-
-def script(source: str) -> dict[str, Any]:
-    """Runs `source` as the user's script would run, so its functions go by value."""
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(textwrap.dedent(source), "<user script>", "exec"), ns)
-    return ns
 
 
 def loaders():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import pickle
-import textwrap
 import types
 from typing import Any
 
@@ -28,23 +27,11 @@ import cloudpickle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import check_stream, roundtrip
+from oracle import check_stream, roundtrip, script
 
 import ferropickle
 
 PROTOCOLS = [4, 5]
-
-
-@pytest.fixture(params=PROTOCOLS, ids=lambda p: f"proto{p}")
-def protocol(request):
-    return request.param
-
-
-def script(source: str) -> dict[str, Any]:
-    """Runs `source` as the user's script would run, so its functions go by value."""
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(textwrap.dedent(source), "<user script>", "exec"), ns)
-    return ns
 
 
 SOURCE = """
